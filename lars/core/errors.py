@@ -1,0 +1,27 @@
+"""The errors the core raises: each names what is wrong, the value and what is allowed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class LarsError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class HyperparameterError(LarsError, ValueError):
+    """An invalid hyperparameter: names the field, the value given and what is allowed."""
+
+    def __init__(self, field: str, value: Any, allowed: str) -> None:
+        self.field = field
+        self.value = value
+        self.allowed = allowed
+        super().__init__(f"{field}={value!r} is invalid: expected {allowed}")
+
+
+class ExclusionError(LarsError, ValueError):
+    """An exclusion rule that cannot be applied (a bad pattern, names missing, a bad mask)."""
+
+
+class StateError(LarsError, ValueError):
+    """Optimizer state that does not fit: wrong version, names, shapes or dtypes."""

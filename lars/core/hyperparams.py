@@ -1,0 +1,230 @@
+"""One hyperparameter type for every backend, and its validation.
+
+`Hyperparams` holds the numbers (lr, momentum, ...) and one value on each axis on which
+public LARS implementations differ (see the specification page of the docs). Every field is
+validated when a `Hyperparams` is made, and again by `replace`, so a backend that changes the
+learning rate mid-training, or anything else, gets the same errors as every other backend.
+Build one from a flavor with `lars.core.flavors.hyperparams(flavor, **overrides)`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from lars.core.errors import HyperparameterError
+from lars.core.policy import Exclude
+
+TrustDenominator = Literal["split", "combined", "grad", "update"]
+MomentumStyle = Literal["heavy_ball", "sgd", "ratio_outside"]
+BufferStart = Literal["zero", "copy"]
+ZeroNormRule = Literal["weight_and_grad", "weight_and_denominator"]
+
+#: The allowed values of each axis, with what each value means (used by errors and docs).
+AXES: Mapping[str, Mapping[str, str]] = {
+    "trust_denominator": {
+        "split": "||g|| + wd*||w|| + eps",
+        "combined": "||g + wd*w|| + eps",
+        "grad": "||g|| + eps",
+        "update": "||momentum output|| + eps (needs momentum_style='ratio_outside')",
+    },
+    "momentum_style": {
+        "heavy_ball": "v = m*v + lr*r*u; w -= v",
+        "sgd": "v = m*v + (1-d)*r*u; w -= lr*v",
+        "ratio_outside": "v = m*v + (1-d)*u; w -= lr*r*v",
+    },
+    "buffer_start": {
+        "zero": "the buffer starts at zero",
+        "copy": "the buffer's first value is the first increment, without (1-d)",
+    },
+    "zero_norm_rule": {
+        "weight_and_grad": "r = 1 unless ||w|| > 0 and ||g|| > 0",
+        "weight_and_denominator": "r = 1 unless ||w|| > 0 and the denominator (without eps) > 0",
+    },
+}
+
+
+def _finite(name: str, value: Any, low: float, high: float, *, low_open: bool = False,
+            high_open: bool = False) -> float:
+    lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
+    allowed = f"a finite number in {lo}{low:g}, {'inf' if math.isinf(high) else f'{high:g}'}{hi}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
+        raise HyperparameterError(name, value, allowed)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise HyperparameterError(name, value, allowed) from None
+    too_low = number <= low if low_open else number < low
+    too_high = number >= high if high_open else number > high
+    if not math.isfinite(number) or too_low or too_high:
+        raise HyperparameterError(name, value, allowed)
+    return number
+
+
+def _text(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise HyperparameterError(name, value, "a string")
+    return value
+
+
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise HyperparameterError(name, value, "True or False")
+    return value
+
+
+def _choice(name: str, value: Any) -> str:
+    allowed = AXES[name]
+    if value not in allowed:
+        raise HyperparameterError(name, value, "one of " + ", ".join(repr(k) for k in allowed))
+    return str(value)
+
+
+def _optional_positive(name: str, value: Any) -> float | None:
+    return None if value is None else _finite(name, value, 0.0, math.inf, low_open=True)
+
+
+def _exclude(name: str, value: Any) -> Exclude:
+    if not isinstance(value, Exclude):
+        raise HyperparameterError(name, value, "a lars.Exclude (see lars.core.policy.as_exclude)")
+    return value
+
+
+def _correction_tensors(name: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise HyperparameterError(name, value, "None (every tensor) or an int >= 1")
+    return value
+
+
+INF = math.inf
+
+#: field -> validator. The order is the order of the dataclass fields below.
+_VALIDATORS: Mapping[str, Callable[[str, Any], Any]] = {
+    "flavor": lambda n, v: _text(n, v),
+    "lr": lambda n, v: _finite(n, v, 0.0, INF),
+    "momentum": lambda n, v: _finite(n, v, 0.0, 1.0, high_open=True),
+    "dampening": lambda n, v: _finite(n, v, 0.0, 1.0),
+    "nesterov": _flag,
+    "weight_decay": lambda n, v: _finite(n, v, 0.0, INF),
+    "trust_coefficient": lambda n, v: _finite(n, v, 0.0, INF, low_open=True),
+    "eps": lambda n, v: _finite(n, v, 0.0, INF),
+    "larc_clip": _flag,
+    "maximize": _flag,
+    "grad_rescale": lambda n, v: _finite(n, v, 0.0, INF, low_open=True),
+    "grad_clip_value": _optional_positive,
+    "grad_clip_norm": _optional_positive,
+    "trust_denominator": _choice,
+    "momentum_style": _choice,
+    "buffer_start": _choice,
+    "zero_norm_rule": _choice,
+    "weight_decay_on_fallback": _flag,
+    "adapt_requires_weight_decay": _flag,
+    "larc_clip_on_fallback": _flag,
+    "clip_before_norms": _flag,
+    "momentum_correction": _flag,
+    "momentum_correction_tensors": _correction_tensors,
+    "exclude_from_weight_decay": _exclude,
+    "exclude_from_adaptation": _exclude,
+}
+
+
+@dataclass(frozen=True)
+class Hyperparams:
+    """Every LARS hyperparameter and variant axis; validated on construction.
+
+    Per step and per tensor, with `g` the gradient after `maximize`, `grad_rescale` and
+    clipping, `wd` the tensor's weight decay after exclusions and `lr` the step's lr:
+
+        u = g + wd*w
+        r = trust_coefficient*||w|| / (denominator + eps), or 1 at zero norms / if excluded
+        r = min(r/lr, 1)                                   if larc_clip
+        heavy_ball:     v = m*v + (1-d)*lr*r*u;   w -= v
+        sgd:            v = m*v + (1-d)*r*u;      w -= lr*v
+        ratio_outside:  v = m*v + (1-d)*u;        w -= lr*r*v
+
+    Nesterov replaces the `v` that updates `w` by `increment + m*v`.
+    """
+
+    flavor: str = "paper"
+    lr: float = 0.0
+    momentum: float = 0.9
+    dampening: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    trust_coefficient: float = 1e-3
+    eps: float = 0.0
+    larc_clip: bool = False
+    maximize: bool = False
+    grad_rescale: float = 1.0
+    grad_clip_value: float | None = None
+    grad_clip_norm: float | None = None
+    trust_denominator: TrustDenominator = "split"
+    momentum_style: MomentumStyle = "heavy_ball"
+    buffer_start: BufferStart = "zero"
+    zero_norm_rule: ZeroNormRule = "weight_and_grad"
+    weight_decay_on_fallback: bool = True
+    adapt_requires_weight_decay: bool = False
+    larc_clip_on_fallback: bool = False
+    clip_before_norms: bool = False
+    momentum_correction: bool = False
+    momentum_correction_tensors: int | None = None
+    exclude_from_weight_decay: Exclude = field(default_factory=Exclude)
+    exclude_from_adaptation: Exclude = field(default_factory=Exclude)
+
+    def __post_init__(self) -> None:
+        for name, validate in _VALIDATORS.items():
+            object.__setattr__(self, name, validate(name, getattr(self, name)))
+        if self.nesterov and (self.momentum <= 0.0 or self.dampening != 0.0):
+            raise HyperparameterError(
+                "nesterov", True,
+                f"nesterov=False when momentum={self.momentum!r} and dampening={self.dampening!r}"
+                " (nesterov needs momentum > 0 and dampening == 0)",
+            )
+        if self.trust_denominator == "update" and self.momentum_style != "ratio_outside":
+            raise HyperparameterError(
+                "trust_denominator", "update",
+                "a ratio from the momentum output only with momentum_style='ratio_outside'"
+                f" (got momentum_style={self.momentum_style!r})",
+            )
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    def replace(self, **changes: Any) -> Hyperparams:
+        """A copy with `changes`, validated like a new one (unknown names are refused)."""
+        check_field_names(changes)
+        return dataclasses.replace(self, **changes)
+
+    def with_lr(self, lr: float) -> Hyperparams:
+        """The same hyperparameters with a new learning rate (validated)."""
+        return self.replace(lr=lr)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able; exclusion rules become dicts (a callable is recorded by name only)."""
+        out: dict[str, Any] = {}
+        for name in self.field_names():
+            value = getattr(self, name)
+            out[name] = value.to_dict() if isinstance(value, Exclude) else value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Hyperparams:
+        check_field_names(data)
+        values = dict(data)
+        for name in ("exclude_from_weight_decay", "exclude_from_adaptation"):
+            if isinstance(values.get(name), Mapping):
+                values[name] = Exclude.from_dict(dict(values[name]))
+        return cls(**values)
+
+
+def check_field_names(names: Mapping[str, Any]) -> None:
+    known = Hyperparams.field_names()
+    for name in names:
+        if name not in known:
+            raise HyperparameterError(name, names[name], "a known hyperparameter: " + ", ".join(known))
