@@ -169,8 +169,6 @@ def hyperparams(flavor: str = DEFAULT_FLAVOR, **overrides: Any) -> Hyperparams:
     """
     row = get_flavor(flavor)
     check_field_names(overrides)
-    if "flavor" in overrides:
-        raise HyperparameterError("flavor", overrides["flavor"], "the flavor as the first argument")
     values = dict(row.defaults)
     values.update(overrides)
     if "lr" not in values or values["lr"] is None:

@@ -32,7 +32,7 @@ AXES: Mapping[str, Mapping[str, str]] = {
         "update": "||momentum output|| + eps (needs momentum_style='ratio_outside')",
     },
     "momentum_style": {
-        "heavy_ball": "v = m*v + lr*r*u; w -= v",
+        "heavy_ball": "v = m*v + (1-d)*lr*r*u; w -= v",
         "sgd": "v = m*v + (1-d)*r*u; w -= lr*v",
         "ratio_outside": "v = m*v + (1-d)*u; w -= lr*r*v",
     },
@@ -49,7 +49,7 @@ AXES: Mapping[str, Mapping[str, str]] = {
 
 def _finite(name: str, value: Any, low: float, high: float, *, low_open: bool = False,
             high_open: bool = False) -> float:
-    lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
+    lo, hi = ("(" if low_open else "["), (")" if high_open or math.isinf(high) else "]")
     allowed = f"a finite number in {lo}{low:g}, {'inf' if math.isinf(high) else f'{high:g}'}{hi}"
     if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
         raise HyperparameterError(name, value, allowed)
@@ -84,7 +84,12 @@ def _choice(name: str, value: Any) -> str:
 
 
 def _optional_positive(name: str, value: Any) -> float | None:
-    return None if value is None else _finite(name, value, 0.0, math.inf, low_open=True)
+    if value is None:
+        return None
+    try:
+        return _finite(name, value, 0.0, math.inf, low_open=True)
+    except HyperparameterError:
+        raise HyperparameterError(name, value, "None (no clipping) or a finite number > 0") from None
 
 
 def _exclude(name: str, value: Any) -> Exclude:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from lars.core.hyperparams import Hyperparams
 
 Shape = tuple[int, ...]
+_SHAPE_RULE = re.compile(r"ndim(?P<op><=|==)(?P<n>\d+)")
 Predicate = Callable[[str, Shape], bool]
 
 
@@ -174,7 +175,8 @@ class Exclude:
 def as_exclude(value: Any, field_name: str) -> Exclude:
     """Accepts what users naturally write for a rule and returns an `Exclude`.
 
-    `None` or `False`: nothing; `"ndim<=1"`: shape rule; a string or a list of strings: regexes
+    `None` or `False`: nothing; `"ndim<=N"` or `"ndim==N"`: a shape rule; another string or a
+    list of strings: regexes
     (as TF Model Garden and Keras take them); a callable `(name, shape) -> bool`; an `Exclude`.
     """
     from lars.core.errors import HyperparameterError
@@ -183,8 +185,9 @@ def as_exclude(value: Any, field_name: str) -> Exclude:
         return Exclude()
     if isinstance(value, Exclude):
         return value
-    if value == "ndim<=1":
-        return Exclude.ndim_at_most(1)
+    if isinstance(value, str) and (shape_rule := _SHAPE_RULE.fullmatch(value.replace(" ", ""))):
+        bound = int(shape_rule["n"])
+        return Exclude.ndim_at_most(bound) if shape_rule["op"] == "<=" else Exclude.ndim_in(bound)
     if isinstance(value, str):
         return Exclude.regex(value)
     if callable(value):
@@ -194,7 +197,7 @@ def as_exclude(value: Any, field_name: str) -> Exclude:
     raise HyperparameterError(
         field_name,
         value,
-        "None, 'ndim<=1', a regex or list of regexes, a callable (name, shape) -> bool, "
+        "None, 'ndim<=N', 'ndim==N', a regex or list of regexes, a callable (name, shape) -> bool, "
         "or a lars.Exclude",
     )
 

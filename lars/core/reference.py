@@ -193,7 +193,7 @@ def step(
       new params, new state and the trust ratio used for each stepped tensor.
     """
     lr = hp.lr if lr is None else float(lr)
-    stepped = {n: g for n, g in grads.items() if g is not None and n in params}
+    stepped = {n: grads[n] for n in params if grads.get(n) is not None}
     unknown = [n for n, g in grads.items() if g is not None and n not in params]
     if unknown:
         raise KeyError(f"gradients for unknown parameters {unknown}")
