@@ -20,7 +20,7 @@ def norm(x: Vec) -> float:
 
 def axpy(y: Vec, x: Vec, a: float = 1.0) -> Vec:
     """y + a*x."""
-    return [yi + a * xi for yi, xi in zip(y, x)]
+    return [yi + a * xi for yi, xi in zip(y, x, strict=True)]
 
 
 def scale(x: Vec, a: float) -> Vec:
@@ -77,7 +77,7 @@ def optax(w, g, v, lr, m, wd, eta, eps, nesterov=False):
 
 
 def mxnet(w, g, v, lr, m_eff, wd_i, eta, eps, lars, rescale=1.0, clip=None):
-    """Group 1 section 4a: `lr_i` from the rescaled (unclipped) norm; `v = m v - lr_i wd w - lr_i clip(rg)`."""
+    """Group 1 section 4a: `lr_i` from the rescaled, unclipped norm; `v = m v - lr_i (wd w + clip(rg))`."""
     wn, gss = norm(w), sum(x * x for x in g)
     lr_i = lr
     if lars and wn > 0 and gss > 0:
@@ -85,7 +85,7 @@ def mxnet(w, g, v, lr, m_eff, wd_i, eta, eps, lars, rescale=1.0, clip=None):
     rg = [rescale * x for x in g]
     if clip:
         rg = [min(max(x, -clip), clip) for x in rg]
-    v = [m_eff * vi - lr_i * wd_i * wi - lr_i * gi for vi, wi, gi in zip(v, w, rg)]
+    v = [m_eff * vi - lr_i * wd_i * wi - lr_i * gi for vi, wi, gi in zip(v, w, rg, strict=True)]
     return axpy(w, v), v
 
 

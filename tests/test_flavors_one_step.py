@@ -9,8 +9,8 @@ import math
 
 import numpy as np
 import pytest
-
 import spec_math as sm
+
 from lars.core import State, hyperparams, reference
 
 W0, B0 = [3.0, 4.0], [1.0, -2.0]
@@ -24,7 +24,7 @@ def run(hp, gw=GW, gb=GB, w0=W0, b0=B0, lrs=None):
     """Steps the reference; returns the list of StepResults (one per gradient pair)."""
     params = {WN: np.array([w0], dtype=float), BN: np.array(b0, dtype=float)}
     state, out = State(), []
-    for i, (g_w, g_b) in enumerate(zip(gw, gb)):
+    for i, (g_w, g_b) in enumerate(zip(gw, gb, strict=True)):
         grads = {WN: np.array([g_w], dtype=float), BN: np.array(g_b, dtype=float)}
         res = reference.step(params, grads, state, hp, lr=None if lrs is None else lrs[i])
         params, state = res.params, res.state
@@ -33,7 +33,7 @@ def run(hp, gw=GW, gb=GB, w0=W0, b0=B0, lrs=None):
 
 
 def check(results, expected_w, expected_b):
-    for res, ew, eb in zip(results, expected_w, expected_b):
+    for res, ew, eb in zip(results, expected_w, expected_b, strict=True):
         sm.assert_close(res.params[WN], ew)
         sm.assert_close(res.params[BN], eb)
 
@@ -142,7 +142,7 @@ def mxnet_momentum_run(lrs, n_tensors=5):
     params = {n: np.array([1.0, 2.0]) for n in names}
     grads = [{n: np.array([0.5, -1.0]) for n in names}, {n: np.array([0.25, 0.5]) for n in names}]
     state = State()
-    for lr, g in zip(lrs, grads):
+    for lr, g in zip(lrs, grads, strict=True):
         res = reference.step(params, g, state, hp, lr=lr)
         params, state = res.params, res.state
     return names, params
