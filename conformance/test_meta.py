@@ -8,6 +8,7 @@ flavor's cases must report a failure. Pairs that are equivalent by construction 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -40,11 +41,10 @@ class MutantDriver:
         return None
 
     def start(self, hp: Hyperparams, params: Mapping[str, np.ndarray]) -> Run:
+        # A change that is invalid with this case's settings leaves this case unchanged.
         if hp.flavor == self.flavor:
-            try:
+            with contextlib.suppress(ValueError):
                 hp = hp.replace(**self.change)
-            except ValueError:
-                pass  # the change is invalid with this case's settings: this case runs unchanged
         return ReferenceRun(hp, params)
 
 

@@ -13,6 +13,7 @@ from lars.core import (
     HyperparameterError,
     Hyperparams,
     LarsError,
+    ShapeError,
     State,
     StateError,
     hyperparams,
@@ -27,6 +28,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AXES", "DEFAULT_FLAVOR", "FLAVORS", "Exclude", "ExclusionError", "HyperparameterError",
-    "Hyperparams", "LarsError", "State", "StateError", "__version__", "hyperparams", "load_state",
+    "Hyperparams", "LarsError", "ShapeError", "State", "StateError", "__version__", "hyperparams", "load_state",
     "plan", "reference", "save_state", "schedules",
 ]

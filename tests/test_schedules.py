@@ -72,6 +72,11 @@ def test_warmup_cosine(t, expected):
     (lambda: WarmupCosine(1.0, 2, 0), "total_steps"),
     (lambda: WarmupCosine(1.0, 12, 12), "total_steps"),
     (lambda: WarmupCosine(1.0, 2, 12, end_lr=math.nan), "end_lr"),
+    (lambda: Constant("0.1"), "lr"),
+    (lambda: Constant(None), "lr"),
+    (lambda: WarmupPolynomial(1.0, 0, 10, offset=-3), "offset"),
+    (lambda: WarmupPolynomial(1.0, 2.5, 10), "warmup_steps"),
+    (lambda: WarmupCosine(1.0, 2, 12, offset=-1), "offset"),
 ])
 def test_invalid_arguments(make, field):
     with pytest.raises(HyperparameterError) as info:

@@ -111,6 +111,23 @@ def test_garbage_and_missing_files_are_refused(tmp_path):
         load_state(tmp_path / "absent.npz")
 
 
+def test_truncated_and_corrupted_files_are_refused(tmp_path, hp):
+    _, state = run(hp, initial_params(), State(), range(3))
+    path = save_state(tmp_path / "s.npz", state, hp.to_dict())
+    data = path.read_bytes()
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(StateError, match="cannot be read"):
+        load_state(truncated)
+    corrupted = tmp_path / "corrupted.npz"
+    flipped = bytearray(data)
+    at = data.index(b"buffer_0.npy") + 200  # inside the first buffer's bytes
+    flipped[at] ^= 0xFF
+    corrupted.write_bytes(bytes(flipped))
+    with pytest.raises(StateError):
+        load_state(corrupted)
+
+
 def test_unknown_names_are_refused(tmp_path, hp):
     path = saved_file(tmp_path, hp)
     with pytest.raises(StateError, match=r"fc\.bias"):

@@ -11,7 +11,9 @@ from lars.core import (
     ExclusionError,
     HyperparameterError,
     Hyperparams,
+    ShapeError,
     State,
+    StateError,
     hyperparams,
     plan,
     reference,
@@ -37,16 +39,16 @@ def refused(field, value, allowed_parts, **kwargs):
 
 
 @pytest.mark.parametrize("field, value, allowed", [
-    ("lr", -0.1, "[0, inf]"), ("lr", math.nan, "finite"), ("lr", math.inf, "finite"),
-    ("lr", "0.1", "[0, inf]"), ("lr", True, "[0, inf]"),
+    ("lr", -0.1, "[0, inf)"), ("lr", math.nan, "finite"), ("lr", math.inf, "finite"),
+    ("lr", "0.1", "[0, inf)"), ("lr", True, "[0, inf)"),
     ("momentum", 1.0, "[0, 1)"), ("momentum", -0.1, "[0, 1)"),
     ("dampening", 1.5, "[0, 1]"), ("dampening", -0.5, "[0, 1]"),
-    ("weight_decay", -1e-4, "[0, inf]"), ("weight_decay", math.nan, "finite"),
-    ("trust_coefficient", 0.0, "(0, inf]"), ("trust_coefficient", -1e-3, "(0, inf]"),
-    ("eps", -1e-8, "[0, inf]"),
-    ("grad_rescale", 0.0, "(0, inf]"), ("grad_rescale", -1.0, "(0, inf]"),
-    ("grad_clip_value", 0.0, "(0, inf]"), ("grad_clip_value", -1.0, "(0, inf]"),
-    ("grad_clip_norm", 0.0, "(0, inf]"), ("grad_clip_norm", -2.0, "(0, inf]"),
+    ("weight_decay", -1e-4, "[0, inf)"), ("weight_decay", math.nan, "finite"),
+    ("trust_coefficient", 0.0, "(0, inf)"), ("trust_coefficient", -1e-3, "(0, inf)"),
+    ("eps", -1e-8, "[0, inf)"),
+    ("grad_rescale", 0.0, "(0, inf)"), ("grad_rescale", -1.0, "(0, inf)"),
+    ("grad_clip_value", 0.0, "None (no clipping) or a finite number > 0"), ("grad_clip_value", -1.0, "None (no clipping) or a finite number > 0"),
+    ("grad_clip_norm", 0.0, "None (no clipping) or a finite number > 0"), ("grad_clip_norm", -2.0, "None (no clipping) or a finite number > 0"),
 ])
 def test_numbers_out_of_range(field, value, allowed):
     err = refused(field, value, [allowed, "a finite number"])
@@ -130,11 +132,25 @@ def test_failing_step_leaves_inputs_unchanged():
     hp = hyperparams("paper", lr=0.1)
     w, v = np.array([[3.0, 4.0]]), np.array([[0.5, -0.5]])
     params, state = {"w": w}, State(3, 0.1, {"w": v})
-    with pytest.raises(KeyError, match="unknown"):
+    with pytest.raises(ShapeError, match="unknown"):
         reference.step(params, {"w": np.ones((1, 2)), "ghost": np.ones(2)}, state, hp)
     np.testing.assert_array_equal(w, [[3.0, 4.0]])
     np.testing.assert_array_equal(state.momentum_buffers["w"], [[0.5, -0.5]])
     assert list(params) == ["w"] and state.step == 3
+
+
+@pytest.mark.parametrize("grad, buffer", [
+    (np.ones(2), None),              # would broadcast over the (1, 2) weight
+    (np.ones((3, 1)), None),         # would broadcast to a (3, 2) weight
+    (np.ones((1, 2)), np.ones(2)),   # a buffer of another shape
+])
+def test_shape_mismatch_is_refused_before_anything_changes(grad, buffer):
+    hp = hyperparams("paper", lr=0.1)
+    w = np.array([[3.0, 4.0]])
+    state = State(1, 0.1, {} if buffer is None else {"w": buffer})
+    with pytest.raises((ShapeError, StateError), match="shape"):
+        reference.step({"w": w}, {"w": grad}, state, hp)
+    np.testing.assert_array_equal(w, [[3.0, 4.0]])
 
 
 # Flavor defaults: the table of section 2 of the spec (lr None = required).

@@ -59,7 +59,7 @@ class Case:
 
     name: str
     overrides: Mapping[str, Any]
-    schedule: Schedule = Constant(0.1)
+    schedule: Schedule = field(default_factory=lambda: Constant(0.1))
     tensors: tuple[TensorSpec, ...] = STANDARD_TENSORS
     gradients: str = "stream"  # or "loss"
     steps: int = 100

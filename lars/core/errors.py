@@ -25,3 +25,7 @@ class ExclusionError(LarsError, ValueError):
 
 class StateError(LarsError, ValueError):
     """Optimizer state that does not fit: wrong version, names, shapes or dtypes."""
+
+
+class ShapeError(LarsError, ValueError):
+    """Gradients or buffers whose names or shapes do not fit the parameters."""

@@ -98,7 +98,7 @@ FLAVORS: Mapping[str, Flavor] = MappingProxyType({f.name: f for f in (
          lr=0.01, momentum=0.9, weight_decay=0.0, trust_coefficient=1e-3, eps=0.0,
          trust_denominator="combined", zero_norm_rule="weight_and_denominator",
          weight_decay_on_fallback=True, momentum_style="heavy_ball", buffer_start="zero",
-         adaptation_exclusion_follows_weight_decay=True),
+         clip_before_norms=True, adaptation_exclusion_follows_weight_decay=True),
     _row("timm", "timm.optim.Lars 1.0.31 (trust_clip = larc_clip, always_adapt = not "
          "adapt_requires_weight_decay)",
          lr=1.0, momentum=0.0, weight_decay=0.0, trust_coefficient=1e-3, eps=1e-8,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -51,12 +52,9 @@ def _finite(name: str, value: Any, low: float, high: float, *, low_open: bool = 
             high_open: bool = False) -> float:
     lo, hi = ("(" if low_open else "["), (")" if high_open or math.isinf(high) else "]")
     allowed = f"a finite number in {lo}{low:g}, {'inf' if math.isinf(high) else f'{high:g}'}{hi}"
-    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise HyperparameterError(name, value, allowed)
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise HyperparameterError(name, value, allowed) from None
+    number = float(value)
     too_low = number <= low if low_open else number < low
     too_high = number >= high if high_open else number > high
     if not math.isfinite(number) or too_low or too_high:

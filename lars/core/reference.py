@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from lars.core.errors import ShapeError
 from lars.core.hyperparams import Hyperparams
 from lars.core.policy import TensorPlan, plan
 from lars.core.state import State
@@ -173,6 +174,18 @@ def tensor_step(
     return apply_direction(w, direction, r, lr_t, hp), new_buffer, float(r)
 
 
+def check_shapes(params: Mapping[str, Array], grads: Mapping[str, Array], state: State) -> None:
+    """Refuses, before anything is computed, gradients or buffers that do not fit the params."""
+    unknown = sorted(set(grads) - set(params))
+    if unknown:
+        raise ShapeError(f"gradients for unknown parameters {unknown}; known: {sorted(params)}")
+    for name, g in grads.items():
+        if np.shape(g) != np.shape(params[name]):
+            raise ShapeError(f"gradient {name!r} has shape {np.shape(g)}, but the parameter has shape "
+                             f"{np.shape(params[name])}")
+    state.check_fits({n: np.shape(w) for n, w in params.items()})
+
+
 def step(
     params: Mapping[str, Array],
     grads: Mapping[str, Array | None],
@@ -185,7 +198,8 @@ def step(
     Args:
       params: tensors by name, in a fixed order (the order matters only for MXNet's
         momentum correction, which reaches the first `momentum_correction_tensors`).
-      grads: gradients by name; a missing or None gradient skips that tensor entirely.
+      grads: gradients by name; a missing or None gradient skips that tensor entirely. A
+        gradient for an unknown name, or of another shape, raises `ShapeError`.
       state: the state before the step (`State()` at the start).
       hp: the hyperparameters.
       lr: this step's learning rate (after any schedule); `hp.lr` if None.
@@ -193,10 +207,9 @@ def step(
       new params, new state and the trust ratio used for each stepped tensor.
     """
     lr = hp.lr if lr is None else float(lr)
-    stepped = {n: grads[n] for n in params if grads.get(n) is not None}
-    unknown = [n for n, g in grads.items() if g is not None and n not in params]
-    if unknown:
-        raise KeyError(f"gradients for unknown parameters {unknown}")
+    stepped = {n: g for n, g in grads.items() if g is not None}
+    check_shapes(params, stepped, state)
+    stepped = {n: stepped[n] for n in params if n in stepped}  # parameter order
     g_update, g_norm = prepare_gradients(stepped, hp)
     plans = {p.name: p for p in plan(hp, ((n, params[n].shape) for n in stepped))}
     new_params = {n: np.array(w, copy=True) for n, w in params.items()}

@@ -8,15 +8,20 @@ one (0 for the first update, as TF and optax count). MXNet's schedulers count fr
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 from lars.core.errors import HyperparameterError
 
 
-def _check(name: str, value: float, *, positive: bool = False) -> None:
-    bad = not math.isfinite(value) or value < 0 or (positive and value == 0)
-    if isinstance(value, bool) or bad:
-        raise HyperparameterError(name, value, "a finite number " + ("> 0" if positive else ">= 0"))
+def _check(name: str, value: object, *, positive: bool = False, integer: bool = False) -> None:
+    kind = numbers.Integral if integer else numbers.Real
+    allowed = ("an int " if integer else "a finite number ") + ("> 0" if positive else ">= 0")
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise HyperparameterError(name, value, allowed)
+    number = float(value)
+    if not math.isfinite(number) or number < 0 or (positive and number == 0):
+        raise HyperparameterError(name, value, allowed)
 
 
 @dataclass(frozen=True)
@@ -55,15 +60,16 @@ class WarmupPolynomial:
         _check("base_lr", self.base_lr)
         _check("end_lr", self.end_lr)
         _check("power", self.power, positive=True)
-        _check("warmup_steps", self.warmup_steps)
-        _check("decay_steps", self.decay_steps, positive=True)
+        _check("warmup_steps", self.warmup_steps, integer=True)
+        _check("decay_steps", self.decay_steps, positive=True, integer=True)
+        _check("offset", self.offset, integer=True)
 
     def __call__(self, t: int) -> float:
         s = t + self.offset
         if self.warmup_steps > 0 and s <= self.warmup_steps:
             return self.base_lr * s / self.warmup_steps
         progress = min(s - self.warmup_steps, self.decay_steps) / self.decay_steps
-        return self.end_lr + (self.base_lr - self.end_lr) * (1.0 - progress) ** self.power
+        return self.end_lr + (self.base_lr - self.end_lr) * float((1.0 - progress) ** self.power)
 
 
 @dataclass(frozen=True)
@@ -72,7 +78,8 @@ class WarmupCosine:
 
         s = t + offset
         lr(s) = base_lr * s / warmup_steps                                     if s < warmup_steps
-        lr(s) = end_lr + (base_lr - end_lr) * (1 + cos(pi * p)) / 2,  p = min(1, (s - warmup_steps) / (total_steps - warmup_steps))
+        lr(s) = end_lr + (base_lr - end_lr) * (1 + cos(pi * p)) / 2                otherwise,
+        p = min(1, (s - warmup_steps) / (total_steps - warmup_steps))
     """
 
     base_lr: float
@@ -84,8 +91,9 @@ class WarmupCosine:
     def __post_init__(self) -> None:
         _check("base_lr", self.base_lr)
         _check("end_lr", self.end_lr)
-        _check("warmup_steps", self.warmup_steps)
-        _check("total_steps", self.total_steps, positive=True)
+        _check("warmup_steps", self.warmup_steps, integer=True)
+        _check("total_steps", self.total_steps, positive=True, integer=True)
+        _check("offset", self.offset, integer=True)
         if self.total_steps <= self.warmup_steps:
             raise HyperparameterError("total_steps", self.total_steps,
                                       f"an int > warmup_steps={self.warmup_steps}")

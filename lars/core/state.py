@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,9 +128,15 @@ def load_state(path: str | os.PathLike[str],
     """
     path = Path(path)
     try:
-        archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise StateError(f"{path} cannot be read as a lars state file ({exc})") from None
+        return _load(path, shapes)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        if isinstance(exc, StateError):
+            raise
+        raise StateError(f"{path} cannot be read as a lars state file ({type(exc).__name__}: {exc})") from None
+
+
+def _load(path: Path, shapes: Mapping[str, Sequence[int]] | None) -> SavedState:
+    archive = np.load(path, allow_pickle=False)
     with archive:
         header = _read_header(archive, path)
         buffers: dict[str, np.ndarray] = {}

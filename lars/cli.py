@@ -1,0 +1,26 @@
+"""The `lars` command."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from lars.core.flavors import FLAVORS
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lars", description="One LARS, every framework.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    parity = commands.add_parser("parity", help="run every flavor on every available backend")
+    parity.add_argument("--out", type=Path, default=Path("reports"), help="report folder")
+    parity.add_argument("--flavor", action="append", choices=list(FLAVORS),
+                        help="only these flavors (repeatable; default: all)")
+    args = parser.parse_args(argv)
+    from lars.parity import report
+
+    return report.main(args.out, args.flavor)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

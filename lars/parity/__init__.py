@@ -1,0 +1,1 @@
+"""The parity report: every flavor on every available backend against the reference."""

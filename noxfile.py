@@ -1,0 +1,58 @@
+"""One nox session per environment. `python3 tools/nox.py` runs the default ones.
+
+lint       ruff over the whole tree
+typecheck  mypy --strict over the package
+core       the core's tests and the conformance suite with the reference driver and its
+           meta-tests, on the newest NumPy and on NumPy 1.23.5 (MXNet's pin)
+docs       mkdocs build --strict
+parity     the parity report (the README's main job)
+"""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.options.sessions = ["lint", "typecheck", "core", "docs"]
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_missing_interpreters = True
+
+PYTHON = "3.11"
+RUFF = "ruff==0.17.6"
+MYPY = "mypy==2.4.1"
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    session.install(RUFF)
+    session.run("ruff", "check", ".")
+
+
+@nox.session(python=PYTHON)
+def typecheck(session: nox.Session) -> None:
+    session.install(MYPY, "-e", ".[test]")
+    session.run("mypy")
+
+
+@nox.session(python=PYTHON)
+@nox.parametrize("numpy", ["1.23.5", "2"])
+def core(session: nox.Session, numpy: str) -> None:
+    spec = f"numpy=={numpy}" if numpy.count(".") == 2 else f"numpy>={numpy}"
+    session.install("-e", ".[test]", spec)
+    session.run("python", "-c", "import numpy; print('numpy', numpy.__version__)")
+    session.run("pytest", "tests", "conformance", "--driver", "reference", "-q",
+                "-p", "no:cacheprovider", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    session.install("-e", ".[docs]")
+    session.run("mkdocs", "build", "--strict", "--site-dir", "site",
+                env={"NO_MKDOCS_2_WARNING": "1", "PYTHONPATH": os.getcwd()})
+
+
+@nox.session(python=PYTHON)
+def parity(session: nox.Session) -> None:
+    session.install("-e", ".")
+    session.run("lars", "parity", *session.posargs)
