@@ -28,6 +28,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AXES", "DEFAULT_FLAVOR", "FLAVORS", "Exclude", "ExclusionError", "HyperparameterError",
-    "Hyperparams", "LarsError", "ShapeError", "State", "StateError", "__version__", "hyperparams", "load_state",
+    "Hyperparams", "LarsError", "ShapeError", "State", "StateError", "__version__", "hyperparams",
+    "load_state",
     "plan", "reference", "save_state", "schedules",
 ]

@@ -19,6 +19,7 @@ from lars.core import (
     reference,
 )
 
+CLIP = "None (no clipping) or a finite number > 0"
 ALL_FLAVORS = ["paper", "mlperf", "optax", "mxnet", "tf_models", "timm", "larc", "torchlars",
                "lightning_bolts", "pytorch_optimizer", "moco", "dino", "holocron", "tensorlogic", "yscv"]
 NO_DEFAULT_LR = ["paper", "mlperf", "optax", "lightning_bolts", "yscv"]
@@ -47,8 +48,8 @@ def refused(field, value, allowed_parts, **kwargs):
     ("trust_coefficient", 0.0, "(0, inf)"), ("trust_coefficient", -1e-3, "(0, inf)"),
     ("eps", -1e-8, "[0, inf)"),
     ("grad_rescale", 0.0, "(0, inf)"), ("grad_rescale", -1.0, "(0, inf)"),
-    ("grad_clip_value", 0.0, "None (no clipping) or a finite number > 0"), ("grad_clip_value", -1.0, "None (no clipping) or a finite number > 0"),
-    ("grad_clip_norm", 0.0, "None (no clipping) or a finite number > 0"), ("grad_clip_norm", -2.0, "None (no clipping) or a finite number > 0"),
+    ("grad_clip_value", 0.0, CLIP), ("grad_clip_value", -1.0, CLIP),
+    ("grad_clip_norm", 0.0, CLIP), ("grad_clip_norm", -2.0, CLIP),
 ])
 def test_numbers_out_of_range(field, value, allowed):
     err = refused(field, value, [allowed, "a finite number"])

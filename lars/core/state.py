@@ -132,7 +132,8 @@ def load_state(path: str | os.PathLike[str],
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         if isinstance(exc, StateError):
             raise
-        raise StateError(f"{path} cannot be read as a lars state file ({type(exc).__name__}: {exc})") from None
+        reason = f"{type(exc).__name__}: {exc}"
+        raise StateError(f"{path} cannot be read as a lars state file ({reason})") from None
 
 
 def _load(path: Path, shapes: Mapping[str, Sequence[int]] | None) -> SavedState:
