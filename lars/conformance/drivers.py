@@ -92,6 +92,9 @@ class ReferenceDriver:
 #: driver name -> "module:attribute" of a factory returning the driver; imported lazily.
 DRIVERS: Mapping[str, str] = {
     "reference": "lars.conformance.drivers:ReferenceDriver",
+    "torch": "lars.conformance.torch_driver:TorchDriver",
+    "torch-foreach": "lars.conformance.torch_driver:multi_tensor",
+    "torch-single": "lars.conformance.torch_driver:single_tensor",
 }
 
 
