@@ -14,7 +14,7 @@ import os
 
 import nox
 
-nox.options.sessions = ["lint", "typecheck", "core", "docs"]
+nox.options.sessions = ["lint", "typecheck", "core", "docs", "torch"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
 
@@ -56,3 +56,23 @@ def docs(session: nox.Session) -> None:
 def parity(session: nox.Session) -> None:
     session.install("-e", ".")
     session.run("lars", "parity", *session.posargs)
+
+
+TORCH = ["torch==2.13.0", "pytorch-optimizer==4.1.0", "scikit-learn"]
+
+
+@nox.session(python=PYTHON)
+def torch(session: nox.Session) -> None:
+    """The PyTorch adapter's tests and the conformance suite on its three paths."""
+    session.install(*TORCH, "-e", ".[test]")
+    session.run("pytest", "tests/torch", "-q", "-p", "no:cacheprovider", *session.posargs)
+    for driver in ("torch", "torch-foreach", "torch-single"):
+        session.run("pytest", "conformance/test_conformance.py", "--driver", driver, "-q",
+                    "-p", "no:cacheprovider")
+
+
+@nox.session(python=PYTHON)
+def bench_torch(session: nox.Session) -> None:
+    """Step time on the ResNet-50 parameter set against torch SGD and pytorch_optimizer.LARS."""
+    session.install(*TORCH, "-e", ".")
+    session.run("python", "bench/torch_step.py", *session.posargs)

@@ -16,7 +16,8 @@ Array = np.ndarray
 
 class TorchRun:
     def __init__(self, hp: Hyperparams, params: Mapping[str, Array], **options: object) -> None:
-        self._params = {n: torch.nn.Parameter(torch.from_numpy(np.array(p, copy=True))) for n, p in params.items()}
+        self._params = {n: torch.nn.Parameter(torch.from_numpy(np.array(p, copy=True)))
+                        for n, p in params.items()}
         values = hp.to_dict() | {"exclude_from_weight_decay": hp.exclude_from_weight_decay,
                                  "exclude_from_adaptation": hp.exclude_from_adaptation}
         flavor = values.pop("flavor")
