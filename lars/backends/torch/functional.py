@@ -189,11 +189,11 @@ def single_tensor_lars(hp: Hyperparams, group: TensorGroup, lr: float) -> Tensor
     return torch.cat(ratios) if ratios else torch.zeros(0)
 
 
-def fusable(hp: Hyperparams, params: Sequence[Tensor]) -> str | None:
+def fusable(hp: Hyperparams, params: Sequence[Tensor], grads: Sequence[Tensor]) -> str | None:
     """None if the fused kernel can compute this step exactly, else why not."""
     if any(p.device.type != "cpu" for p in params):
         return "the fused path runs on CPU tensors (CUDA uses the sync-free foreach path)"
-    if any(p.dtype != torch.float32 for p in params):
+    if any(t.dtype != torch.float32 for t in [*params, *grads]):
         # The kernel carries the scale s as 1 - D with an absolute error of ~1e-16, i.e. an
         # error of ~1e-16 * ||g||/||w|| of w per step: far below float32's tolerance, but
         # measured at 2e-11 in float64 on the case with tiny weights and large gradients.
@@ -244,12 +244,12 @@ def lars(hp: Hyperparams, group: TensorGroup, lr: float, *, foreach: bool | None
     if not group.params:
         return torch.zeros(0)
     if fused:
-        reason = fusable(hp, group.params)
+        reason = fusable(hp, group.params, group.grads)
         if reason is not None:
             raise RuntimeError(f"fused=True is not possible here: {reason}")
         return fused_lars(hp, group, lr)
     if fused is None and foreach is None and not torch.compiler.is_compiling() \
-            and fusable(hp, group.params) is None:
+            and fusable(hp, group.params, group.grads) is None:
         return fused_lars(hp, group, lr)
     if foreach is False:
         return single_tensor_lars(hp, group, lr)

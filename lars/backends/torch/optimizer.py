@@ -58,6 +58,7 @@ class LARS(torch.optim.Optimizer):
                             "exclude_from_adaptation": hp.exclude_from_adaptation}
         self._master_weights = master_weights
         self._trust_ratios: dict[str, Tensor] = {}
+        self._plans: dict[tuple[Any, ...], list[Any]] = {}
         defaults = {f: getattr(hp, f) for f in GROUP_FIELDS} | {"foreach": foreach, "fused": fused}
         super().__init__(params, defaults)
 
@@ -88,8 +89,12 @@ class LARS(torch.optim.Optimizer):
         return list(names) if names is not None else [None] * len(group["params"])
 
     def _plan(self, group: Mapping[str, Any], hp: Hyperparams) -> list[Any]:
-        shapes = [tuple(p.shape) for p in group["params"]]
-        return list(plan(hp, zip(self._names(group), shapes, strict=True)))
+        """The core's per-tensor plan; cached, as it changes only with the group's weight decay."""
+        key = (id(group), len(group["params"]), hp.weight_decay, hp.adapt_requires_weight_decay)
+        if key not in self._plans:
+            shapes = [tuple(p.shape) for p in group["params"]]
+            self._plans[key] = list(plan(hp, zip(self._names(group), shapes, strict=True)))
+        return self._plans[key]
 
     def set_lr(self, lr: float) -> None:
         """Sets the learning rate of every group, validated like any hyperparameter."""
@@ -113,8 +118,8 @@ class LARS(torch.optim.Optimizer):
         groups = [(group, self.group_hyperparams(group)) for group in self.param_groups]
         prepared = self._prepare_gradients(groups)
         index = 0
-        for group, hp in groups:
-            index = self._step_group(group, hp, index, prepared)
+        for number, (group, hp) in enumerate(groups):
+            index = self._step_group(group, hp, index, prepared, number)
         return loss
 
     def _prepare_gradients(self, groups: list[tuple[dict[str, Any], Hyperparams]],
@@ -135,7 +140,7 @@ class LARS(torch.optim.Optimizer):
                 for p, u, n in zip(params, update, source, strict=True)}
 
     def _step_group(self, group: dict[str, Any], hp: Hyperparams, index: int,
-                    prepared: dict[Tensor, tuple[Tensor, Tensor]]) -> int:
+                    prepared: dict[Tensor, tuple[Tensor, Tensor]], number: int) -> int:
         lr = hp.lr
         batches: dict[tuple[Any, ...], list[tuple[Tensor, Any, str]]] = defaultdict(list)
         for position, (p, tensor_plan) in enumerate(zip(group["params"], self._plan(group, hp), strict=True)):
@@ -146,7 +151,7 @@ class LARS(torch.optim.Optimizer):
                                    f"{tensor_plan.name or position}): use a dense embedding gradient")
             state = self.state[p]
             weights = self._weights(p, state)
-            name = tensor_plan.name or f"{self.param_groups.index(group)}.{position}"
+            name = tensor_plan.name or f"{number}.{position}"
             momentum = reference.corrected_momentum(hp, index, lr, state.get("last_lr"))
             batches[(weights.device, weights.dtype)].append((p, (tensor_plan, momentum, weights), name))
             index += 1
