@@ -21,6 +21,7 @@ nox.options.error_on_missing_interpreters = True
 PYTHON = "3.11"
 #: Each backend's own tests run in its session, with its framework installed.
 BACKEND_TESTS = ["--ignore=tests/torch"]
+TORCH = ["torch==2.13.0", "pytorch-optimizer==4.1.0", "scikit-learn"]
 RUFF = "ruff==0.17.6"
 MYPY = "mypy==2.4.1"
 
@@ -33,7 +34,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
-    session.install(MYPY, "-e", ".[test]")
+    session.install(MYPY, *TORCH, "-e", ".[test]")
     session.run("mypy")
 
 
@@ -59,8 +60,6 @@ def parity(session: nox.Session) -> None:
     session.install("-e", ".")
     session.run("lars", "parity", *session.posargs)
 
-
-TORCH = ["torch==2.13.0", "pytorch-optimizer==4.1.0", "scikit-learn"]
 
 
 @nox.session(python=PYTHON)

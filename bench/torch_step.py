@@ -24,9 +24,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from shapes import count, resnet50  # noqa: E402
+from shapes import count, resnet50
 
-from lars.backends.torch import LARS  # noqa: E402
+from lars.backends.torch import LARS
 
 BYTES_PER_PARAM = 28
 

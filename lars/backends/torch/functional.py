@@ -56,7 +56,7 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
 def scale_and_clip(grads: list[Tensor], hp: Hyperparams) -> tuple[list[Tensor], list[Tensor]]:
     """`maximize`, `grad_rescale` and element-wise clipping; returns (for update, for norms)."""
     factor = (-1.0 if hp.maximize else 1.0) * hp.grad_rescale
-    scaled = list(grads) if factor == 1.0 else torch._foreach_mul(grads, factor)
+    scaled = list(grads) if factor == 1.0 else list(torch._foreach_mul(grads, factor))
     clipped = scaled
     if hp.grad_clip_value is not None:
         clipped = [g.clamp(-hp.grad_clip_value, hp.grad_clip_value) for g in clipped]
@@ -129,13 +129,13 @@ def momentum_directions(hp: Hyperparams, increments: list[Tensor], group: Tensor
     for i, inc in enumerate(increments):
         if group.buffers[i] is None:
             group.buffers[i] = inc.clone() if hp.buffer_start == "copy" else inc * keep
+    buffers = [b for b in group.buffers if b is not None]  # every one exists now
     if running:
-        bufs = [group.buffers[i] for i in running]
+        bufs = [buffers[i] for i in running]
         torch._foreach_mul_(bufs, [group.momenta[i] for i in running])
         torch._foreach_add_(bufs, [increments[i] for i in running], alpha=keep)
-    buffers: list[Tensor] = list(group.buffers)  # type: ignore[arg-type]
     if hp.nesterov:
-        return torch._foreach_add(increments, torch._foreach_mul(buffers, group.momenta))
+        return list(torch._foreach_add(increments, torch._foreach_mul(buffers, group.momenta)))
     return buffers
 
 
@@ -147,7 +147,7 @@ def multi_tensor_lars(hp: Hyperparams, group: TensorGroup, lr: float) -> Tensor:
     g_update = [g.to(dtype) for g in group.grads]
     g_norm_source = g_update if group.norm_grads is None else [g.to(dtype) for g in group.norm_grads]
     if hp.maximize and not group.prepared:
-        g_update = torch._foreach_neg(g_update)
+        g_update = list(torch._foreach_neg(g_update))
     device = weights[0].device
     wd = torch.tensor(group.weight_decays, dtype=dtype, device=device)
     adapt = torch.tensor(group.adapt, device=device)
@@ -155,11 +155,11 @@ def multi_tensor_lars(hp: Hyperparams, group: TensorGroup, lr: float) -> Tensor:
     effective_wd = list(torch.where(keep_wd, wd, 0.0).unbind())
     decayed = torch._foreach_add(g_update, torch._foreach_mul(weights, effective_wd))
     if hp.momentum_style == "heavy_ball":
-        increments = torch._foreach_mul(decayed, list((lr * ratio).unbind()))
+        increments = list(torch._foreach_mul(decayed, list((lr * ratio).unbind())))
     elif hp.momentum_style == "sgd":
-        increments = torch._foreach_mul(decayed, list(ratio.unbind()))
+        increments = list(torch._foreach_mul(decayed, list(ratio.unbind())))
     else:
-        increments = decayed
+        increments = list(decayed)
     directions = momentum_directions(hp, increments, group)
     if hp.trust_denominator == "update":
         d_norm = norms(directions, dtype)
