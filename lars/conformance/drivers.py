@@ -95,6 +95,7 @@ DRIVERS: Mapping[str, str] = {
     "torch": "lars.conformance.torch_driver:TorchDriver",
     "torch-foreach": "lars.conformance.torch_driver:multi_tensor",
     "torch-single": "lars.conformance.torch_driver:single_tensor",
+    "jax": "lars.conformance.jax_driver:JaxDriver",
 }
 
 

@@ -1,0 +1,64 @@
+"""The conformance driver of the JAX adapter (float64 needs `jax_enable_x64`, set here)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import numpy as np
+import optax
+
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+
+from lars.backends.jax import export_state, lars  # noqa: E402
+from lars.core.hyperparams import Hyperparams  # noqa: E402
+from lars.core.state import State  # noqa: E402
+
+Array = np.ndarray
+NUMBERS = ("weight_decay", "momentum", "dampening", "trust_coefficient", "eps")
+
+
+class JaxRun:
+    """One `optax.inject_hyperparams(lars)` transformation; the lr is injected every step."""
+
+    def __init__(self, hp: Hyperparams, params: Mapping[str, Array]) -> None:
+        values: dict[str, Any] = hp.to_dict() | {"exclude_from_weight_decay": hp.exclude_from_weight_decay,
+                                                 "exclude_from_adaptation": hp.exclude_from_adaptation}
+        flavor, lr = values.pop("flavor"), values.pop("lr")
+        # Only the numbers are injected; the other fields reach `lars` as they are.
+        factory = optax.inject_hyperparams(lars, static_args=("flavor", "nesterov"))
+        self._tx = factory(learning_rate=lr, flavor=flavor, **values)
+        self._params = {n: jnp.asarray(p) for n, p in params.items()}
+        self._state = self._tx.init(self._params)
+        self._update = jax.jit(self._tx.update)
+
+    def step(self, grads: Mapping[str, Array | None], lr: float) -> None:
+        g = {n: jnp.asarray(grads[n]) for n in self._params}
+        self._state.hyperparams["learning_rate"] = jnp.asarray(lr, self._state.hyperparams["learning_rate"].dtype)
+        updates, self._state = self._update(g, self._state, self._params)
+        self._params = optax.apply_updates(self._params, updates)
+
+    def params(self) -> dict[str, Array]:
+        return {n: np.asarray(p) for n, p in self._params.items()}
+
+    def state(self) -> State:
+        return export_state(self._state.inner_state, self._params)
+
+    def trust_ratios(self) -> dict[str, float]:
+        return {n: float(r) for n, r in self._state.inner_state.trust_ratios.items()}
+
+
+class JaxDriver:
+    """`lars.backends.jax.lars` under `optax.inject_hyperparams`, jitted, on CPU."""
+
+    name = "jax"
+    dtypes = ("float64", "float32")
+
+    def unavailable_reason(self) -> str | None:
+        return None
+
+    def start(self, hp: Hyperparams, params: Mapping[str, Array]) -> JaxRun:
+        return JaxRun(hp, params)
