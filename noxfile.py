@@ -14,14 +14,15 @@ import os
 
 import nox
 
-nox.options.sessions = ["lint", "typecheck", "core", "docs", "torch"]
+nox.options.sessions = ["lint", "typecheck", "core", "docs", "torch", "jax"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
 
 PYTHON = "3.11"
 #: Each backend's own tests run in its session, with its framework installed.
-BACKEND_TESTS = ["--ignore=tests/torch"]
+BACKEND_TESTS = ["--ignore=tests/torch", "--ignore=tests/jax"]
 TORCH = ["torch==2.13.0", "pytorch-optimizer==4.1.0", "scikit-learn"]
+JAX = ["jax==0.10.2", "optax==0.2.8", "scikit-learn"]
 RUFF = "ruff==0.17.6"
 MYPY = "mypy==2.4.1"
 
@@ -34,7 +35,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
-    session.install(MYPY, *TORCH, "-e", ".[test]")
+    session.install(MYPY, *TORCH, *JAX, "-e", ".[test]")
     session.run("mypy")
 
 
@@ -77,3 +78,19 @@ def bench_torch(session: nox.Session) -> None:
     """Step time on the ResNet-50 parameter set against torch SGD and pytorch_optimizer.LARS."""
     session.install(*TORCH, "-e", ".")
     session.run("python", "bench/torch_step.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def jax(session: nox.Session) -> None:
+    """The JAX adapter's tests (8 virtual CPU devices for sharding) and the conformance suite."""
+    session.install(*JAX, "-e", ".[test]")
+    session.run("pytest", "tests/jax", "-q", "-p", "no:cacheprovider", *session.posargs,
+                env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+    session.run("pytest", "conformance/test_conformance.py", "--driver", "jax", "-q", "-p", "no:cacheprovider")
+
+
+@nox.session(python=PYTHON)
+def bench_jax(session: nox.Session) -> None:
+    """Jitted step on the ResNet-50 parameter set against optax.lars and optax SGD."""
+    session.install(*JAX, "-e", ".")
+    session.run("python", "bench/jax_step.py", *session.posargs)

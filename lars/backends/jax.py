@@ -268,7 +268,7 @@ def lars(learning_rate: float | Schedule, flavor: str = "paper", *,
                               jnp.asarray(lr, state.last_lr.dtype), ratios)
         return new_updates, new_state
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)  # type: ignore[arg-type]
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def export_state(state: LarsState, params: Any) -> State:

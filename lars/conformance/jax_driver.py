@@ -37,7 +37,8 @@ class JaxRun:
 
     def step(self, grads: Mapping[str, Array | None], lr: float) -> None:
         g = {n: jnp.asarray(grads[n]) for n in self._params}
-        self._state.hyperparams["learning_rate"] = jnp.asarray(lr, self._state.hyperparams["learning_rate"].dtype)
+        hyper = self._state.hyperparams
+        hyper["learning_rate"] = jnp.asarray(lr, hyper["learning_rate"].dtype)
         updates, self._state = self._update(g, self._state, self._params)
         self._params = optax.apply_updates(self._params, updates)
 

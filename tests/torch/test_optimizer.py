@@ -327,3 +327,51 @@ def test_master_weights_track_the_float32_reference(path):
         assert torch.equal(p, master.to(torch.bfloat16))
         rounding = 2.0 ** -8 * np.abs(expected[name])  # half an ulp of bfloat16, relative
         assert np.all(np.abs(p.detach().float().numpy() - expected[name]) <= rounding)
+
+
+# Regressions of bugs found while writing these tests --------------------------------------------
+
+def test_master_weights_step_on_the_default_path():
+    w = torch.nn.Parameter(torch.randn(8, 8).to(torch.bfloat16))
+    opt = LARS([w], lr=0.1, master_weights=True)
+    w.grad = torch.randn(8, 8).to(torch.bfloat16)
+    opt.step()
+    assert opt.state[w]["master_weight"].dtype == torch.float32
+    assert opt.state[w]["momentum_buffer"].dtype == torch.float32
+
+
+def test_fused_refusal_changes_nothing_in_a_mixed_dtype_group():
+    a = torch.nn.Parameter(torch.ones(3, 3))
+    b = torch.nn.Parameter(torch.ones(3, 3, dtype=torch.float64))
+    opt = LARS([a, b], lr=0.1, fused=True)
+    a.grad, b.grad = torch.full((3, 3), 0.1), torch.full((3, 3), 0.1, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="fused=True is not possible"):
+        opt.step()
+    assert torch.equal(a.detach(), torch.ones(3, 3)) and len(opt.state) == 0
+
+
+def test_loaded_state_keeps_float32_buffers_and_master_of_bf16_params():
+    w = torch.nn.Parameter(torch.randn(8, 8).to(torch.bfloat16))
+    opt = LARS([w], lr=0.1, master_weights=True, foreach=True)
+    w.grad = torch.randn(8, 8).to(torch.bfloat16)
+    opt.step()
+    fresh = LARS([w], lr=0.1, master_weights=True, foreach=True)
+    fresh.load_state_dict(opt.state_dict())
+    for key in ("master_weight", "momentum_buffer"):
+        assert fresh.state[w][key].dtype == torch.float32
+        assert torch.equal(fresh.state[w][key], opt.state[w][key])
+
+
+@pytest.mark.parametrize("key, value", [("exclude_from_adaptation", "ndim<=1"), ("flavor", "timm")])
+def test_per_group_exclusions_and_flavors_are_refused(key, value):
+    a, b = torch.nn.Parameter(torch.ones(2, 2)), torch.nn.Parameter(torch.ones(2))
+    with pytest.raises(lars.HyperparameterError, match=key):
+        LARS([{"params": [a]}, {"params": [b], key: value}], lr=0.1)
+
+
+def test_unnamed_params_in_several_groups_step():
+    a, b = torch.nn.Parameter(torch.ones(2, 2)), torch.nn.Parameter(torch.ones(2))
+    opt = LARS([{"params": [a]}, {"params": [b], "weight_decay": 0.0}], lr=0.1)
+    a.grad, b.grad = torch.full((2, 2), 0.1), torch.full((2,), 0.1)
+    opt.step()
+    assert set(opt.trust_ratios()) == {"0.0", "1.0"}

@@ -14,6 +14,7 @@ chosen so that the kernel computes the LARS update in one pass over the memory:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -46,6 +47,15 @@ class TensorGroup:
 def needs_preparation(hp: Hyperparams) -> bool:
     """Whether gradients must be rescaled or clipped before the step."""
     return hp.grad_rescale != 1.0 or hp.grad_clip_value is not None or hp.grad_clip_norm is not None
+
+
+@functools.lru_cache(maxsize=64)
+def plan_tensors(weight_decays: tuple[float, ...], adapt: tuple[bool, ...], device: torch.device,
+                 dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """The per-tensor weight decays and adaptation flags as device tensors, made once: a copy
+    from the host every step would synchronise a CUDA stream and break graph capture."""
+    return (torch.tensor(weight_decays, dtype=dtype, device=device),
+            torch.tensor(adapt, dtype=torch.bool, device=device))
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -148,9 +158,7 @@ def multi_tensor_lars(hp: Hyperparams, group: TensorGroup, lr: float) -> Tensor:
     g_norm_source = g_update if group.norm_grads is None else [g.to(dtype) for g in group.norm_grads]
     if hp.maximize and not group.prepared:
         g_update = list(torch._foreach_neg(g_update))
-    device = weights[0].device
-    wd = torch.tensor(group.weight_decays, dtype=dtype, device=device)
-    adapt = torch.tensor(group.adapt, device=device)
+    wd, adapt = plan_tensors(tuple(group.weight_decays), tuple(group.adapt), weights[0].device, dtype)
     ratio, keep_wd = ratios_before_momentum(hp, weights, g_norm_source, wd, adapt, lr, dtype)
     effective_wd = list(torch.where(keep_wd, wd, 0.0).unbind())
     decayed = torch._foreach_add(g_update, torch._foreach_mul(weights, effective_wd))
@@ -212,8 +220,7 @@ def fused_lars(hp: Hyperparams, group: TensorGroup, lr: float) -> Tensor:
         return multi_tensor_lars(hp, group, lr)
     g_update = group.grads
     g_norm_source = g_update if group.norm_grads is None else group.norm_grads
-    wd = torch.tensor(group.weight_decays, dtype=dtype)
-    adapt = torch.tensor(group.adapt)
+    wd, adapt = plan_tensors(tuple(group.weight_decays), tuple(group.adapt), group.params[0].device, dtype)
     ratio, keep_wd = ratios_before_momentum(hp, group.params, g_norm_source, wd, adapt, lr, dtype)
     ratios, keeps = ratio.tolist(), keep_wd.tolist()
     momentum, keep = hp.momentum, 1.0 - hp.dampening

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,13 +15,14 @@ from lars.backends.torch.functional import (
     LOW_PRECISION,
     TensorGroup,
     clip_global_norm,
+    fusable,
     lars,
     needs_preparation,
     scale_and_clip,
     squared_norm,
 )
 from lars.core import reference
-from lars.core.errors import StateError
+from lars.core.errors import HyperparameterError, StateError
 from lars.core.flavors import hyperparams
 from lars.core.hyperparams import Hyperparams
 from lars.core.policy import plan
@@ -71,6 +73,13 @@ class LARS(torch.optim.Optimizer):
         return Hyperparams(**values)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        for key in self._exclusions:
+            if key in param_group:
+                raise HyperparameterError(key, param_group[key], "an optimizer-wide rule: pass it to LARS(), "
+                                          "not in a param group")
+        if param_group.get("flavor", self.defaults["flavor"]) != self.defaults["flavor"]:
+            allowed = f"the optimizer's flavor {self.defaults['flavor']!r} (one per optimizer)"
+            raise HyperparameterError("flavor", param_group["flavor"], allowed)
         unknown = set(param_group) - set(GROUP_FIELDS) - {"params", "foreach", "fused", "param_names"}
         if unknown:
             from lars.core.hyperparams import check_field_names
@@ -117,6 +126,7 @@ class LARS(torch.optim.Optimizer):
                 loss = closure()
         groups = [(group, self.group_hyperparams(group)) for group in self.param_groups]
         prepared = self._prepare_gradients(groups)
+        self._trust_ratios.clear()
         index = 0
         for number, (group, hp) in enumerate(groups):
             index = self._step_group(group, hp, index, prepared, number)
@@ -131,8 +141,9 @@ class LARS(torch.optim.Optimizer):
             if needs_preparation(hp) and params:
                 lists[g] = (params, *scale_and_clip([p.grad for p in params], hp))
         if any(groups[g][1].grad_clip_norm is not None for g in lists):
-            total = torch.sqrt(sum((squared_norm(update).cpu() for _, update, _ in lists.values()),
-                                   torch.zeros((), dtype=torch.float64)))
+            device = next(iter(lists.values()))[0][0].device
+            total = torch.sqrt(sum((squared_norm(update).to(device) for _, update, _ in lists.values()),
+                                   torch.zeros((), dtype=torch.float64, device=device)))
             for g, (params, update, source) in lists.items():
                 hp = groups[g][1]
                 lists[g] = (params, *clip_global_norm(update, source, hp, total.to(params[0].device)))
@@ -149,22 +160,27 @@ class LARS(torch.optim.Optimizer):
             if p.grad.is_sparse:
                 raise RuntimeError(f"LARS does not support sparse gradients (parameter "
                                    f"{tensor_plan.name or position}): use a dense embedding gradient")
-            state = self.state[p]
-            weights = self._weights(p, state)
+            weights = self._weights(p)
             name = tensor_plan.name or f"{number}.{position}"
-            momentum = reference.corrected_momentum(hp, index, lr, state.get("last_lr"))
+            last_lr = self.state[p].get("last_lr") if p in self.state else None
+            momentum = reference.corrected_momentum(hp, index, lr, last_lr)
             batches[(weights.device, weights.dtype)].append((p, (tensor_plan, momentum, weights), name))
             index += 1
+        if group["fused"]:  # refuse before any tensor is stepped
+            for batch in batches.values():
+                grads = [p.grad for p, _, _ in batch if p.grad is not None]
+                reason = fusable(hp, [w for _, (_, _, w), _ in batch], grads)
+                if reason is not None:
+                    raise RuntimeError(f"fused=True is not possible here: {reason}")
         for batch in batches.values():
             self._step_batch(hp, group, batch, lr, prepared)
         return index
 
-    def _weights(self, p: Tensor, state: dict[str, Any]) -> Tensor:
+    def _weights(self, p: Tensor) -> Tensor:
+        """The tensor the step updates: `p`, or its float32 master copy."""
         if self._master_weights and p.dtype in LOW_PRECISION:
-            if "master_weight" not in state:
-                state["master_weight"] = p.detach().float()
-            master: Tensor = state["master_weight"]
-            return master
+            master: Tensor | None = self.state[p].get("master_weight") if p in self.state else None
+            return p.detach().float() if master is None else master
         return p
 
     def _step_batch(self, hp: Hyperparams, group: dict[str, Any], batch: list[Any], lr: float,
@@ -189,6 +205,7 @@ class LARS(torch.optim.Optimizer):
             state["step"] = state.get("step", 0) + 1
             state["last_lr"] = lr
             if weights is not p:
+                state["master_weight"] = weights
                 p.copy_(weights)
             self._trust_ratios[name] = ratios[i]
 
@@ -216,6 +233,14 @@ class LARS(torch.optim.Optimizer):
                 raise StateError(f"momentum buffer of parameter {saved_id} has shape {tuple(buffer.shape)}, "
                                  f"the parameter has {tuple(p.shape)}")
         super().load_state_dict(state_dict)
+        # torch casts loaded state to each parameter's dtype; the float32 buffers and master
+        # weights of float16/bfloat16 parameters are restored from the saved float32 values.
+        for saved_id, p in zip(saved_ids, params, strict=True):
+            if p.dtype in LOW_PRECISION:
+                for key in ("momentum_buffer", "master_weight"):
+                    value = state_dict["state"].get(saved_id, {}).get(key)
+                    if value is not None:
+                        self.state[p][key] = value.to(dtype=torch.float32, device=p.device).clone()
 
     def _named_params(self) -> dict[str, Tensor]:
         named = {}
@@ -250,9 +275,9 @@ class LARS(torch.optim.Optimizer):
             if state.step > 0:
                 self.state[p] = entry
 
-    def save(self, path: str) -> None:
-        """Writes the neutral state file (`lars.save_state`) with this optimizer's hyperparameters."""
-        save_state(path, self.export_state(), self.group_hyperparams(self.param_groups[0]).to_dict())
+    def save(self, path: str) -> Path:
+        """Writes the neutral state file (`lars.save_state`) with the first group's hyperparameters."""
+        return save_state(path, self.export_state(), self.group_hyperparams(self.param_groups[0]).to_dict())
 
     def load(self, path: str) -> None:
         """Reads a neutral state file, checked against these parameters, and imports it."""
