@@ -86,7 +86,8 @@ def jax(session: nox.Session) -> None:
     session.install(*JAX, "-e", ".[test]")
     session.run("pytest", "tests/jax", "-q", "-p", "no:cacheprovider", *session.posargs,
                 env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
-    session.run("pytest", "conformance/test_conformance.py", "--driver", "jax", "-q", "-p", "no:cacheprovider")
+    session.run("pytest", "conformance/test_conformance.py", "--driver", "jax", "-q",
+                "-p", "no:cacheprovider")
 
 
 @nox.session(python=PYTHON)

@@ -25,9 +25,9 @@ import jax.numpy as jnp
 import optax
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from shapes import count, resnet50  # noqa: E402
+from shapes import count, resnet50
 
-from lars.backends.jax import lars  # noqa: E402
+from lars.backends.jax import lars
 
 BYTES_PER_PARAM = 28
 
