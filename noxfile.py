@@ -58,7 +58,7 @@ def docs(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def parity(session: nox.Session) -> None:
-    session.install("-e", ".")
+    session.install(*TORCH, *JAX, "-e", ".")
     session.run("lars", "parity", *session.posargs)
 
 

@@ -42,14 +42,18 @@ class Row:
         return not self.failed
 
 
+def why_not(driver: str) -> str | None:
+    """None if `driver` can run in this environment, else why not."""
+    try:
+        return get_driver(driver).unavailable_reason()
+    except ImportError as exc:
+        return f"its framework is not installed here ({exc})"
+
+
 def unavailable() -> dict[str, str]:
-    """backend -> why it is not in this report."""
-    reasons = {}
-    for backend in BACKENDS:
-        if backend not in DRIVERS:
-            reasons[backend] = "no adapter yet: its driver has not landed"
-        elif (reason := get_driver(backend).unavailable_reason()) is not None:
-            reasons[backend] = reason
+    """driver or backend -> why it is not in this report."""
+    reasons = {b: "no adapter yet: its driver has not landed" for b in BACKENDS if b not in DRIVERS}
+    reasons |= {d: reason for d in DRIVERS if (reason := why_not(d)) is not None}
     return reasons
 
 
@@ -68,9 +72,9 @@ def run(drivers: Iterable[str], flavors: Iterable[str], cases: Sequence[str],
         progress: Callable[[str], None] = print) -> list[Row]:
     rows = []
     for name in drivers:
-        driver = get_driver(name)
-        if driver.unavailable_reason() is not None:
+        if why_not(name) is not None:
             continue
+        driver = get_driver(name)
         for dtype in driver.dtypes:
             for flavor in flavors:
                 rows.append(summarise([run_case(driver, flavor, c, dtype) for c in cases]))
