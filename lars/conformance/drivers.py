@@ -96,6 +96,9 @@ DRIVERS: Mapping[str, str] = {
     "torch-foreach": "lars.conformance.torch_driver:multi_tensor",
     "torch-single": "lars.conformance.torch_driver:single_tensor",
     "jax": "lars.conformance.jax_driver:JaxDriver",
+    "keras": "lars.conformance.keras_driver:KerasDriver",
+    "mxnet": "lars.conformance.mxnet_driver:MxnetDriver",
+    "mxnet-single": "lars.conformance.mxnet_driver:per_tensor",
 }
 
 

@@ -1,0 +1,66 @@
+"""The conformance driver of the Keras adapter (on whichever Keras backend is configured)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import keras
+import numpy as np
+
+from lars.backends.keras import LARS
+from lars.core.hyperparams import Hyperparams
+from lars.core.state import State
+
+Array = np.ndarray
+
+
+class KerasRun:
+    def __init__(self, hp: Hyperparams, params: Mapping[str, Array]) -> None:
+        # The learning rate variable takes floatx: float64 runs need a float64 learning rate.
+        keras.config.set_floatx(str(next(iter(params.values())).dtype))
+        self._variables = {n: keras.Variable(np.array(p, copy=True), name=n, dtype=str(p.dtype))
+                           for n, p in params.items()}
+        values = hp.to_dict() | {"exclude_from_weight_decay": hp.exclude_from_weight_decay,
+                                 "exclude_from_adaptation": hp.exclude_from_adaptation}
+        flavor, lr = values.pop("flavor"), values.pop("lr")
+        self.optimizer = LARS(learning_rate=lr, flavor=flavor, **values)
+        self.optimizer.build(list(self._variables.values()))
+
+    def step(self, grads: Mapping[str, Array | None], lr: float) -> None:
+        names = [n for n in self._variables if grads.get(n) is not None]
+        self.optimizer.learning_rate = lr
+        self.optimizer.apply([keras.ops.convert_to_tensor(grads[n]) for n in names],
+                             [self._variables[n] for n in names])
+
+    def params(self) -> dict[str, Array]:
+        return {n: keras.ops.convert_to_numpy(v) for n, v in self._variables.items()}
+
+    def state(self) -> State:
+        return export_state(self.optimizer)
+
+    def trust_ratios(self) -> dict[str, float]:
+        return self.optimizer.trust_ratios()
+
+
+def export_state(optimizer: LARS) -> State:
+    step = int(keras.ops.convert_to_numpy(optimizer.iterations))
+    buffers = {} if step == 0 else {
+        v.path: keras.ops.convert_to_numpy(m) for v, m in zip(optimizer._trainable_variables,
+                                                               optimizer.momentums, strict=False)}
+    last_lr = float(keras.ops.convert_to_numpy(optimizer.last_lr)) if step else None
+    return State(step, last_lr, buffers)
+
+
+class KerasDriver:
+    """`lars.backends.keras.LARS` on the configured Keras backend."""
+
+    dtypes = ("float64", "float32")
+
+    def __init__(self) -> None:
+        self.name = f"keras-{keras.backend.backend()}"
+
+    def unavailable_reason(self) -> str | None:
+        return None
+
+    def start(self, hp: Hyperparams, params: Mapping[str, Array]) -> KerasRun:
+        return KerasRun(hp, params)

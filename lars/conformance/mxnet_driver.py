@@ -1,0 +1,65 @@
+"""The conformance driver of the MXNet adapter: tensors stepped through MXNet's own Updater."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import mxnet as mx
+import numpy as np
+
+from lars.backends.mxnet import OneLARS, export_state
+from lars.core.hyperparams import Hyperparams
+from lars.core.state import State
+
+Array = np.ndarray
+
+# MXNet 1.x NDArrays have no 0-d shape unless NumPy shape semantics are on.
+mx.util.set_np_shape(True)
+
+
+class MxnetRun:
+    def __init__(self, hp: Hyperparams, params: Mapping[str, Array], **options: object) -> None:
+        self._names = list(params)
+        self._weights = [mx.nd.array(params[n], dtype=params[n].dtype) for n in self._names]
+        values = hp.to_dict() | {"exclude_from_weight_decay": hp.exclude_from_weight_decay,
+                                 "exclude_from_adaptation": hp.exclude_from_adaptation}
+        flavor = values.pop("flavor")
+        self.optimizer = OneLARS(flavor=flavor, param_idx2name=dict(enumerate(self._names)),
+                                 **values, **options)  # type: ignore[arg-type]
+        self._updater = mx.optimizer.get_updater(self.optimizer)
+
+    def step(self, grads: Mapping[str, Array | None], lr: float) -> None:
+        indices = [i for i, n in enumerate(self._names) if grads.get(n) is not None]
+        self.optimizer.set_learning_rate(lr)
+        self._updater(indices, [mx.nd.array(grads[self._names[i]], dtype=grads[self._names[i]].dtype)
+                                for i in indices], [self._weights[i] for i in indices])
+
+    def params(self) -> dict[str, Array]:
+        return {n: w.asnumpy() for n, w in zip(self._names, self._weights, strict=True)}
+
+    def state(self) -> State:
+        return export_state(self._updater.states, self.optimizer, dict(enumerate(self._names)))
+
+    def trust_ratios(self) -> dict[str, float]:
+        return self.optimizer.trust_ratios()
+
+
+class MxnetDriver:
+    """`lars.backends.mxnet.OneLARS` through `mx.optimizer.get_updater` (as gluon.Trainer)."""
+
+    dtypes = ("float64", "float32")
+
+    def __init__(self, **options: object) -> None:
+        self.options = options
+        suffix = ",".join(f"{k}={v}" for k, v in options.items())
+        self.name = "mxnet" + (f"[{suffix}]" if suffix else "")
+
+    def unavailable_reason(self) -> str | None:
+        return None
+
+    def start(self, hp: Hyperparams, params: Mapping[str, Array]) -> MxnetRun:
+        return MxnetRun(hp, params, **self.options)
+
+
+def per_tensor() -> MxnetDriver:
+    return MxnetDriver(aggregate_num=1)
