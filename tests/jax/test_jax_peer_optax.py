@@ -136,3 +136,21 @@ def test_paper_flavor_does_not_match_optax_lars():
     trajectory than optax's combined ||g + wd*w||, with the same numbers."""
     ours = trajectory(lars(0.1, "paper", weight_decay=1e-2, momentum=0.9, eps=0.0), np.float64)
     assert max_error(ours, peer("plain_weight_decay", "float64")) > 1e-4
+
+
+def test_a_nan_gradient_entry_is_where_the_optax_flavor_departs_from_optax_lars():
+    """Documented divergence: optax.lars lets the NaN norm through its ratio, so the whole tensor's
+    update is NaN; the `optax` flavor (like every flavor of the core) fails the `> 0` zero-norm
+    test on a NaN norm and falls back to r = 1, so only the NaN entry's update is NaN. Finite
+    gradients are unaffected (the tests above)."""
+    params = initial(np.float64)
+    grads = jax.tree.map(jnp.ones_like, params)
+    grads["dense"]["kernel"] = grads["dense"]["kernel"].at[0, 0].set(jnp.nan)
+    peer_tx, ours_tx = optax.lars(0.1, weight_decay=1e-2), lars(0.1, "optax", weight_decay=1e-2)
+    peer_updates, _ = peer_tx.update(grads, peer_tx.init(params), params)
+    ours_updates, _ = ours_tx.update(grads, ours_tx.init(params), params)
+    assert np.isnan(peer_updates["dense"]["kernel"]).all()
+    kernel = np.asarray(ours_updates["dense"]["kernel"])
+    assert np.isnan(kernel[0, 0]) and np.isnan(kernel).sum() == 1
+    for name in ("conv/kernel", "dense/bias", "norm/scale"):
+        np.testing.assert_allclose(flat(ours_updates)[name], flat(peer_updates)[name], rtol=1e-12, atol=0)
