@@ -23,7 +23,7 @@ import numpy as np
 import optax
 
 from lars.core import schedules as core_schedules
-from lars.core.errors import ExclusionError
+from lars.core.errors import ExclusionError, StateError
 from lars.core.flavors import hyperparams
 from lars.core.hyperparams import Hyperparams
 from lars.core.policy import Exclude, TensorPlan, plan
@@ -80,9 +80,13 @@ def mask_rule(mask: Any, params: Any, field: str) -> Exclude:
 
 
 def _is_mask(value: Any) -> bool:
+    """A pytree container whose leaves are all booleans (anything else goes to the core)."""
     if value is None or isinstance(value, (str, Exclude, bool)) or callable(value):
         return False
-    return not (isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value))
+    leaves, treedef = jax.tree_util.tree_flatten(value)
+    if treedef.num_nodes == 1:  # a single leaf is not a tree of flags
+        return False
+    return all(isinstance(x, (bool, np.bool_)) or getattr(x, "dtype", None) == bool for x in leaves)
 
 
 def _concrete(value: Any) -> float | None:
@@ -244,7 +248,7 @@ def lars(learning_rate: float | Schedule, flavor: str = "paper", *,
     def update_fn(updates: Any, state: LarsState, params: Any = None, **extra_args: Any,
                   ) -> tuple[Any, LarsState]:
         if params is None:
-            raise ValueError(optax.NO_PARAMS_MSG)
+            raise ValueError("lars needs the params: call update(grads, state, params)")
         resolved, plans = tensor_plans(params)
         lr = learning_rate(state.count) if callable(learning_rate) else jnp.asarray(learning_rate)
         treedef = jax.tree.structure(params)
@@ -287,7 +291,7 @@ def import_state(neutral: State, state: LarsState, params: Any) -> LarsState:
     names, shapes = names_and_shapes(params)
     neutral.check_fits(dict(zip(names, shapes, strict=True)))
     if neutral.momentum_buffers and state.momentum is None:
-        raise ValueError("the state has momentum buffers but this transformation has no momentum")
+        raise StateError("the state has momentum buffers but this transformation has no momentum")
     buffers = state.momentum
     if state.momentum is not None:
         treedef = jax.tree.structure(params)

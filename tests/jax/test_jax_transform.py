@@ -268,3 +268,15 @@ def test_a_non_finite_gradient_entry_stays_in_its_tensor(bad):
     for name, x in flat(ours).items():
         np.testing.assert_allclose(x, expected[name], rtol=1e-12, atol=0, equal_nan=True)
     assert float(state.trust_ratios["dense"]["kernel"]) == ratios[0]["dense/kernel"]
+
+
+def test_update_without_params_names_the_missing_argument():
+    params = {"w": jnp.ones((2, 2))}
+    tx = jax_lars(0.1)
+    with pytest.raises(ValueError, match="params"):
+        tx.update(params, tx.init(params))
+
+
+def test_a_scalar_that_is_no_rule_is_refused_by_the_core():
+    with pytest.raises(lars.HyperparameterError, match="exclude_from_weight_decay"):
+        jax_lars(0.1, exclude_from_weight_decay=42.5j)
