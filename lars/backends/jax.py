@@ -86,7 +86,8 @@ def _is_mask(value: Any) -> bool:
     leaves, treedef = jax.tree_util.tree_flatten(value)
     if treedef.num_nodes == 1:  # a single leaf is not a tree of flags
         return False
-    return all(isinstance(x, (bool, np.bool_)) or getattr(x, "dtype", None) == bool for x in leaves)
+    return all(isinstance(x, (bool, np.bool_)) or np.dtype(getattr(x, "dtype", object)) == np.bool_
+               for x in leaves)
 
 
 def _concrete(value: Any) -> float | None:

@@ -206,8 +206,8 @@ class LARS(keras.optimizers.Optimizer):
         if hp.momentum_correction and (limit is None or index < limit):
             last = ops.cast(self.last_lr, dtype)
             valid = ops.logical_and(self.iterations > 0, last != 0)
-            momentum = momentum * ops.where(valid, ops.cast(learning_rate, dtype) / ops.where(valid, last, 1.0),
-                                            _const(1.0, dtype))
+            ratio = ops.cast(learning_rate, dtype) / ops.where(valid, last, 1.0)
+            momentum = momentum * ops.where(valid, ratio, _const(1.0, dtype))
         keep = _const(1.0 - hp.dampening, dtype)
         start = inc if hp.buffer_start == "copy" else keep * inc
         new_v = ops.where(self.iterations == 0, start, momentum * v + keep * inc)

@@ -96,9 +96,9 @@ class OneLARS(mx.optimizer.Optimizer):
         self.update_multi_precision(index, weight, grad, state)
 
     def update_multi_precision(self, index: Any, weight: Any, grad: Any, state: Any) -> None:
-        indices, weights, grads, states = (
-            (index, weight, grad, state) if isinstance(index, (list, tuple))
-            else ([index], [weight], [grad], [state]))
+        many = isinstance(index, (list, tuple))
+        indices: list[int] = list(index) if many else [index]
+        weights, grads, states = (list(weight), list(grad), list(state)) if many else ([weight], [grad], [state])
         for g in grads:
             if g.stype != "default":
                 raise RuntimeError("OneLARS does not support sparse gradients: use dense ones")
@@ -127,7 +127,8 @@ class OneLARS(mx.optimizer.Optimizer):
     def name_of(self, index: int) -> str | None:
         if index in self.param_dict:
             return str(self.param_dict[index].name)
-        return self.idx2name.get(index)
+        name = self.idx2name.get(index)
+        return None if name is None else str(name)
 
     def _plan(self, index: int, weight: nd.NDArray, wd: float, hp: Hyperparams) -> TensorPlan:
         key = (index, weight.shape, wd)
@@ -199,10 +200,10 @@ class OneLARS(mx.optimizer.Optimizer):
         kwargs = {"rescale_grad": rescale, "clip_gradient": clip, "num_weights": len(chunk),
                   "out": [weights[k] for k in chunk]}
         if self.hp.momentum != 0:
-            name = "preloaded_multi_mp_sgd_mom_update" if multi_precision else "preloaded_multi_sgd_mom_update"
+            name = f"preloaded_multi_{'mp_' if multi_precision else ''}sgd_mom_update"
             getattr(nd, name)(*arrays, lrs_c, wds_c, momentum=momentum, **kwargs)
         else:
-            name = "preloaded_multi_mp_sgd_update" if multi_precision else "preloaded_multi_sgd_update"
+            name = f"preloaded_multi_{'mp_' if multi_precision else ''}sgd_update"
             getattr(nd, name)(*arrays, lrs_c, wds_c, **kwargs)
 
     def _one(self, hp: Hyperparams, index: int, weight: Any, grad: Any, state: Any, tensor: TensorPlan,
@@ -229,7 +230,8 @@ class OneLARS(mx.optimizer.Optimizer):
         if mom is not None:  # buffers are negative (w += mom): v = -mom
             keep = 1.0 - hp.dampening
             first = self.steps.get(index, 0) == 0
-            v = (inc if hp.buffer_start == "copy" else keep * inc) if first else momentum * (-mom) + keep * inc
+            start = inc if hp.buffer_start == "copy" else keep * inc
+            v = start if first else momentum * (-mom) + keep * inc
             mom[:] = -v
             direction = inc + momentum * v if hp.nesterov else v
         if tensor.adapt and hp.trust_denominator == "update":

@@ -29,10 +29,10 @@ class MxnetRun:
         self._updater = mx.optimizer.get_updater(self.optimizer)
 
     def step(self, grads: Mapping[str, Array | None], lr: float) -> None:
-        indices = [i for i, n in enumerate(self._names) if grads.get(n) is not None]
+        given = {i: g for i, n in enumerate(self._names) if (g := grads.get(n)) is not None}
         self.optimizer.set_learning_rate(lr)
-        self._updater(indices, [mx.nd.array(grads[self._names[i]], dtype=grads[self._names[i]].dtype)
-                                for i in indices], [self._weights[i] for i in indices])
+        self._updater(list(given), [mx.nd.array(g, dtype=g.dtype) for g in given.values()],
+                      [self._weights[i] for i in given])
 
     def params(self) -> dict[str, Array]:
         return {n: w.asnumpy() for n, w in zip(self._names, self._weights, strict=True)}

@@ -60,7 +60,7 @@ class LARS(torch.optim.Optimizer):
                             "exclude_from_adaptation": hp.exclude_from_adaptation}
         self._master_weights = master_weights
         self._trust_ratios: dict[str, Tensor] = {}
-        self._plans: dict[tuple[Any, ...], list[Any]] = {}
+        self._plans: dict[int, tuple[tuple[Any, ...], list[Any]]] = {}
         defaults = {f: getattr(hp, f) for f in GROUP_FIELDS} | {"foreach": foreach, "fused": fused}
         super().__init__(params, defaults)
 
@@ -98,12 +98,14 @@ class LARS(torch.optim.Optimizer):
         return list(names) if names is not None else [None] * len(group["params"])
 
     def _plan(self, group: Mapping[str, Any], hp: Hyperparams) -> list[Any]:
-        """The core's per-tensor plan; cached, as it changes only with the group's weight decay."""
-        key = (id(group), len(group["params"]), hp.weight_decay, hp.adapt_requires_weight_decay)
-        if key not in self._plans:
+        """The core's per-tensor plan, kept per group until the group's weight decay changes."""
+        key = (len(group["params"]), hp.weight_decay, hp.adapt_requires_weight_decay)
+        cached = self._plans.get(id(group))
+        if cached is None or cached[0] != key:
             shapes = [tuple(p.shape) for p in group["params"]]
-            self._plans[key] = list(plan(hp, zip(self._names(group), shapes, strict=True)))
-        return self._plans[key]
+            plans = list(plan(hp, zip(self._names(group), shapes, strict=True)))
+            cached = self._plans[id(group)] = (key, plans)
+        return cached[1]
 
     def set_lr(self, lr: float) -> None:
         """Sets the learning rate of every group, validated like any hyperparameter."""
@@ -125,6 +127,8 @@ class LARS(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         groups = [(group, self.group_hyperparams(group)) for group in self.param_groups]
+        for group, hp in groups:  # refuse fused=True before any tensor of any group is stepped
+            self._check_fusable(group, hp)
         prepared = self._prepare_gradients(groups)
         self._trust_ratios.clear()
         index = 0
@@ -166,15 +170,22 @@ class LARS(torch.optim.Optimizer):
             momentum = reference.corrected_momentum(hp, index, lr, last_lr)
             batches[(weights.device, weights.dtype)].append((p, (tensor_plan, momentum, weights), name))
             index += 1
-        if group["fused"]:  # refuse before any tensor is stepped
-            for batch in batches.values():
-                grads = [p.grad for p, _, _ in batch if p.grad is not None]
-                reason = fusable(hp, [w for _, (_, _, w), _ in batch], grads)
-                if reason is not None:
-                    raise RuntimeError(f"fused=True is not possible here: {reason}")
         for batch in batches.values():
             self._step_batch(hp, group, batch, lr, prepared)
         return index
+
+    def _check_fusable(self, group: dict[str, Any], hp: Hyperparams) -> None:
+        if not group["fused"]:
+            return
+        stepped = [p for p in group["params"] if p.grad is not None]
+        batches: dict[tuple[Any, ...], list[Tensor]] = defaultdict(list)
+        for p in stepped:
+            weights = self._weights(p)
+            batches[(weights.device, weights.dtype)].append(p)
+        for params in batches.values():
+            reason = fusable(hp, [self._weights(p) for p in params], [p.grad for p in params])  # type: ignore[misc]
+            if reason is not None:
+                raise RuntimeError(f"fused=True is not possible here: {reason}")
 
     def _weights(self, p: Tensor) -> Tensor:
         """The tensor the step updates: `p`, or its float32 master copy."""
