@@ -98,7 +98,8 @@ class OneLARS(mx.optimizer.Optimizer):
     def update_multi_precision(self, index: Any, weight: Any, grad: Any, state: Any) -> None:
         many = isinstance(index, (list, tuple))
         indices: list[int] = list(index) if many else [index]
-        weights, grads, states = (list(weight), list(grad), list(state)) if many else ([weight], [grad], [state])
+        weights, grads, states = ((list(weight), list(grad), list(state)) if many
+                                  else ([weight], [grad], [state]))
         for g in grads:
             if g.stype != "default":
                 raise RuntimeError("OneLARS does not support sparse gradients: use dense ones")
