@@ -213,7 +213,7 @@ class OneLARS(mx.optimizer.Optimizer):
         w = state[0] if master else weight
         g = grad.astype(w.dtype) if grad.dtype != w.dtype else grad
         g = g * ((-1.0 if hp.maximize else 1.0) * hp.grad_rescale)
-        clipped = g if hp.grad_clip_value is None else nd.clip(g, -hp.grad_clip_value, hp.grad_clip_value)
+        clipped = g if hp.grad_clip_value is None else clip(g, hp.grad_clip_value)
         g_n = clipped if hp.clip_before_norms else g
         one = nd.ones((1,), ctx=w.context, dtype=w.dtype)
         wd = tensor.weight_decay
@@ -257,6 +257,12 @@ class OneLARS(mx.optimizer.Optimizer):
     def trust_ratios(self) -> dict[str, float]:
         """The trust ratio of each parameter (by name, else index) in its last update."""
         return {self.name_of(i) or str(i): float(r.asscalar()) for i, r in self.trust_ratio_values.items()}
+
+
+def clip(x: Any, c: float) -> Any:
+    """Element-wise clip to [-c, c] in x's dtype (`nd.clip` holds its bounds in float32)."""
+    bound = nd.full((1,), c, ctx=x.context, dtype=x.dtype)
+    return nd.broadcast_maximum(nd.broadcast_minimum(x, bound), -bound)
 
 
 def _view(x: Any) -> Any:

@@ -47,7 +47,11 @@ class Driver(Protocol):
         """None if the backend can run here, else a short reason."""
 
     def start(self, hp: Hyperparams, params: Mapping[str, Array]) -> Run:
-        """A new optimizer over copies of `params` (all of one dtype)."""
+        """A new optimizer over copies of `params` (all of one dtype).
+
+        A driver may have a `refuses` mapping (field -> reason): a case that sets one of those
+        fields must then be refused by the adapter with a `HyperparameterError` on that field.
+        """
 
 
 class ReferenceRun:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import MappingProxyType
 
 import mxnet as mx
 import numpy as np
@@ -48,6 +49,9 @@ class MxnetDriver:
     """`lars.backends.mxnet.OneLARS` through `mx.optimizer.get_updater` (as gluon.Trainer)."""
 
     dtypes = ("float64", "float32")
+    #: What the adapter refuses, by field: MXNet hands an optimizer a few tensors at a time.
+    refuses: Mapping[str, str] = MappingProxyType(
+        {"grad_clip_norm": "a global norm needs every gradient of the step at once"})
 
     def __init__(self, **options: object) -> None:
         self.options = options

@@ -21,6 +21,7 @@ import numpy as np
 
 from lars.conformance.cases import CASES, Case
 from lars.conformance.drivers import Driver, ReferenceRun, Run
+from lars.core.errors import HyperparameterError
 from lars.core.flavors import FLAVORS, hyperparams
 from lars.core.hyperparams import Hyperparams
 
@@ -160,6 +161,7 @@ class CaseResult:
     ratio_deviation: float = 0.0
     seconds_per_step: float = 0.0
     error: str | None = None
+    refused: str | None = None
 
     @property
     def max_deviation(self) -> float:
@@ -171,8 +173,9 @@ class CaseResult:
         return self.error is None and self.max_deviation <= self.tolerance
 
     def summary(self) -> str:
-        status = "ok" if self.passed else "FAIL"
-        detail = self.error or f"max deviation {self.max_deviation:.3g} (tolerance {self.tolerance:g})"
+        status = "ok" if self.passed else ("refused" if self.refused else "FAIL")
+        measured = f"max deviation {self.max_deviation:.3g} (tolerance {self.tolerance:g})"
+        detail = self.refused or self.error or measured
         return f"{status} {self.driver} {self.flavor}/{self.case}/{self.dtype}: {detail}"
 
 
@@ -200,6 +203,11 @@ def run_case(driver: Driver, flavor: str, case_name: str, dtype: str) -> CaseRes
             n: relative_deviation(buffers[n], b, ref.buffer_scales[n]) if n in buffers else float("inf")
             for n, b in ref.buffers.items()
         }
+    except HyperparameterError as exc:
+        refuses = getattr(driver, "refuses", {})
+        if exc.field in refuses:  # a documented limit of the backend, refused up front
+            result.refused = f"{exc.field}: {refuses[exc.field]}"
+        result.error = f"{type(exc).__name__}: {exc}"
     except Exception as exc:  # a driver that crashes fails its case, with the reason
         result.error = f"{type(exc).__name__}: {exc}"
     return result
