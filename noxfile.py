@@ -14,15 +14,20 @@ import os
 
 import nox
 
-nox.options.sessions = ["lint", "typecheck", "core", "docs", "torch", "jax"]
+nox.options.sessions = ["lint", "typecheck", "core", "docs", "torch", "jax", "tensorflow", "keras_jax",
+                        "mxnet"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
 
 PYTHON = "3.11"
 #: Each backend's own tests run in its session, with its framework installed.
-BACKEND_TESTS = ["--ignore=tests/torch", "--ignore=tests/jax"]
+BACKEND_TESTS = ["--ignore=tests/torch", "--ignore=tests/jax", "--ignore=tests/keras", "--ignore=tests/mxnet"]
 TORCH = ["torch==2.13.0", "pytorch-optimizer==4.1.0", "scikit-learn"]
 JAX = ["jax==0.10.2", "optax==0.2.8", "scikit-learn"]
+TENSORFLOW = ["tensorflow-cpu==2.21.0", "keras==3.15.1", "scikit-learn", "gin-config", "pyyaml"]
+#: TF Model Garden's LARS: its own dependencies would pull the full tensorflow package.
+TF_MODELS = ["tf-models-official==2.20.0", "tf-keras==2.21.0"]
+MXNET = ["mxnet==1.9.1", "numpy==1.23.5", "scikit-learn<1.4"]
 RUFF = "ruff==0.17.6"
 MYPY = "mypy==2.4.1"
 
@@ -95,3 +100,32 @@ def bench_jax(session: nox.Session) -> None:
     """Jitted step on the ResNet-50 parameter set against optax.lars and optax SGD."""
     session.install(*JAX, "-e", ".")
     session.run("python", "bench/jax_step.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def tensorflow(session: nox.Session) -> None:
+    """The Keras adapter on TensorFlow: its tests, TF Model Garden's LARS, the conformance suite."""
+    session.install(*TENSORFLOW, "-e", ".[test]")
+    session.install("--no-deps", *TF_MODELS)
+    env = {"KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    session.run("pytest", "tests/keras", "-q", "-p", "no:cacheprovider", *session.posargs, env=env)
+    session.run("pytest", "conformance/test_conformance.py", "--driver", "keras", "-q",
+                "-p", "no:cacheprovider", env=env)
+
+
+@nox.session(python=PYTHON)
+def keras_jax(session: nox.Session) -> None:
+    """The conformance suite of the Keras adapter on Keras's JAX backend."""
+    session.install("keras==3.15.1", *JAX, "-e", ".[test]")
+    session.run("pytest", "conformance/test_conformance.py", "--driver", "keras", "-q",
+                "-p", "no:cacheprovider", env={"KERAS_BACKEND": "jax"})
+
+
+@nox.session(python=PYTHON)
+def mxnet(session: nox.Session) -> None:
+    """The MXNet 1.9.1 adapter (NumPy 1.23.5): its tests and the conformance suite, both paths."""
+    session.install(*MXNET, "-e", ".[test]")
+    session.run("pytest", "tests/mxnet", "-q", "-p", "no:cacheprovider", *session.posargs)
+    for driver in ("mxnet", "mxnet-single"):
+        session.run("pytest", "conformance/test_conformance.py", "--driver", driver, "-q",
+                    "-p", "no:cacheprovider")
