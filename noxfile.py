@@ -27,7 +27,7 @@ JAX = ["jax==0.10.2", "optax==0.2.8", "scikit-learn"]
 TENSORFLOW = ["tensorflow-cpu==2.21.0", "keras==3.15.1", "scikit-learn", "gin-config", "pyyaml"]
 #: TF Model Garden's LARS: its own dependencies would pull the full tensorflow package.
 TF_MODELS = ["tf-models-official==2.20.0", "tf-keras==2.21.0"]
-MXNET = ["mxnet==1.9.1", "numpy==1.23.5", "scikit-learn<1.4"]
+MXNET = ["mxnet==1.9.1", "numpy==1.23.5", "scikit-learn"]
 RUFF = "ruff==0.17.6"
 MYPY = "mypy==2.4.1"
 
