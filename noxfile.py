@@ -32,6 +32,12 @@ RUFF = "ruff==0.17.6"
 MYPY = "mypy==2.4.1"
 
 
+def conformance(session: nox.Session, driver: str, env: dict[str, str] | None = None) -> None:
+    """The shared conformance suite with one driver, on both cores."""
+    session.run("pytest", "conformance/test_conformance.py", "--driver", driver, "-q",
+                "-p", "no:cacheprovider", "-n", "2", env=env)
+
+
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     session.install(RUFF)
@@ -74,8 +80,7 @@ def torch(session: nox.Session) -> None:
     session.install(*TORCH, "-e", ".[test]")
     session.run("pytest", "tests/torch", "-q", "-p", "no:cacheprovider", *session.posargs)
     for driver in ("torch", "torch-foreach", "torch-single"):
-        session.run("pytest", "conformance/test_conformance.py", "--driver", driver, "-q",
-                    "-p", "no:cacheprovider")
+        conformance(session, driver)
 
 
 @nox.session(python=PYTHON)
@@ -91,8 +96,7 @@ def jax(session: nox.Session) -> None:
     session.install(*JAX, "-e", ".[test]")
     session.run("pytest", "tests/jax", "-q", "-p", "no:cacheprovider", *session.posargs,
                 env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
-    session.run("pytest", "conformance/test_conformance.py", "--driver", "jax", "-q",
-                "-p", "no:cacheprovider")
+    conformance(session, "jax")
 
 
 @nox.session(python=PYTHON)
@@ -109,16 +113,14 @@ def tensorflow(session: nox.Session) -> None:
     session.install("--no-deps", *TF_MODELS)
     env = {"KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"}
     session.run("pytest", "tests/keras", "-q", "-p", "no:cacheprovider", *session.posargs, env=env)
-    session.run("pytest", "conformance/test_conformance.py", "--driver", "keras", "-q",
-                "-p", "no:cacheprovider", env=env)
+    conformance(session, "keras", env=env)
 
 
 @nox.session(python=PYTHON)
 def keras_jax(session: nox.Session) -> None:
     """The conformance suite of the Keras adapter on Keras's JAX backend."""
     session.install("keras==3.15.1", *JAX, "-e", ".[test]")
-    session.run("pytest", "conformance/test_conformance.py", "--driver", "keras", "-q",
-                "-p", "no:cacheprovider", env={"KERAS_BACKEND": "jax"})
+    conformance(session, "keras", env={"KERAS_BACKEND": "jax"})
 
 
 @nox.session(python=PYTHON)
@@ -127,5 +129,4 @@ def mxnet(session: nox.Session) -> None:
     session.install(*MXNET, "-e", ".[test]")
     session.run("pytest", "tests/mxnet", "-q", "-p", "no:cacheprovider", *session.posargs)
     for driver in ("mxnet", "mxnet-single"):
-        session.run("pytest", "conformance/test_conformance.py", "--driver", driver, "-q",
-                    "-p", "no:cacheprovider")
+        conformance(session, driver)

@@ -25,12 +25,16 @@ class KerasRun:
         flavor, lr = values.pop("flavor"), values.pop("lr")
         self.optimizer = LARS(learning_rate=lr, flavor=flavor, **values)
         self.optimizer.build(list(self._variables.values()))
+        variables = list(self._variables.values())
+        self._apply = lambda grads: self.optimizer.apply(grads, variables)
+        if keras.backend.backend() == "tensorflow":  # a traced step, as model.fit runs it
+            import tensorflow as tf
+
+            self._apply = tf.function(self._apply)
 
     def step(self, grads: Mapping[str, Array | None], lr: float) -> None:
-        names = [n for n in self._variables if grads.get(n) is not None]
         self.optimizer.learning_rate = lr
-        self.optimizer.apply([keras.ops.convert_to_tensor(grads[n]) for n in names],
-                             [self._variables[n] for n in names])
+        self._apply([keras.ops.convert_to_tensor(grads[n]) for n in self._variables])
 
     def params(self) -> dict[str, Array]:
         return {n: keras.ops.convert_to_numpy(v) for n, v in self._variables.items()}
