@@ -16,9 +16,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parity.add_argument("--out", type=Path, default=Path("reports"), help="report folder")
     parity.add_argument("--flavor", action="append", choices=list(FLAVORS),
                         help="only these flavors (repeatable; default: all)")
+    merge = commands.add_parser("merge", help="merge parity reports made in several environments")
+    merge.add_argument("parts", type=Path, nargs="+", help="report folders to merge")
+    merge.add_argument("--out", type=Path, default=Path("reports"), help="report folder")
     args = parser.parse_args(argv)
     from lars.parity import report
 
+    if args.command == "merge":
+        return report.merge(args.parts, args.out)
     return report.main(args.out, args.flavor)
 
 

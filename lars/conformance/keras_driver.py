@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import keras
 import numpy as np
@@ -26,11 +27,15 @@ class KerasRun:
         self.optimizer = LARS(learning_rate=lr, flavor=flavor, **values)
         self.optimizer.build(list(self._variables.values()))
         variables = list(self._variables.values())
-        self._apply = lambda grads: self.optimizer.apply(grads, variables)
+
+        def apply(grads: list[Any]) -> None:
+            self.optimizer.apply(grads, variables)
+
+        self._apply: Callable[[list[Any]], None] = apply
         if keras.backend.backend() == "tensorflow":  # a traced step, as model.fit runs it
             import tensorflow as tf
 
-            self._apply = tf.function(self._apply)
+            self._apply = tf.function(apply)
 
     def step(self, grads: Mapping[str, Array | None], lr: float) -> None:
         self.optimizer.learning_rate = lr

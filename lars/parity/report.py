@@ -33,6 +33,7 @@ class Row:
     dtype: str
     cases: int
     failed: list[str]
+    refused: list[str]
     max_deviation: float
     tolerance: float
     ms_per_step: float
@@ -61,8 +62,9 @@ def summarise(results: Sequence[CaseResult]) -> Row:
     first = results[0]
     return Row(
         driver=first.driver, flavor=first.flavor, dtype=first.dtype, cases=len(results),
-        failed=[r.case for r in results if not r.passed],
-        max_deviation=max(r.max_deviation for r in results),
+        failed=[r.case for r in results if not r.passed and not r.refused],
+        refused=[r.case for r in results if r.refused],
+        max_deviation=max((r.max_deviation for r in results if not r.refused), default=0.0),
         tolerance=first.tolerance,
         ms_per_step=1e3 * float(np.mean([r.seconds_per_step for r in results])),
     )
@@ -88,7 +90,9 @@ def table(rows: Sequence[Row]) -> str:
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(f"{r.driver:<10} {r.dtype:<8} {r.flavor:<18} {r.max_deviation:>13.3g} "
-                     f"{r.tolerance:>9.0e} {'pass' if r.passed else 'FAIL':<6} {r.ms_per_step:>8.3f}")
+                     f"{r.tolerance:>9.0e} {'pass' if r.passed else 'FAIL':<6} {r.ms_per_step:>8.3f}"
+                     + (f"  refused: {', '.join(r.refused)}" if r.refused else "")
+                     + (f"  failed: {', '.join(r.failed)}" if r.failed else ""))
     return "\n".join(lines)
 
 
@@ -102,6 +106,22 @@ def write_json(rows: Sequence[Row], reasons: dict[str, str], path: Path) -> Path
     }
     path.write_text(json.dumps(data, indent=2))
     return path
+
+
+def merge(parts: Sequence[Path], out: Path) -> int:
+    """One report from the reports of several environments (each backend runs in its own)."""
+    reports = [json.loads((p / "parity.json").read_text()) for p in parts]
+    rows = [Row(**{k: v for k, v in r.items() if k != "passed"}) for rep in reports for r in rep["rows"]]
+    ran = {r.driver for r in rows}
+    reasons: dict[str, str] = {}
+    for rep in reports:
+        reasons |= {k: v for k, v in rep["unavailable"].items() if k not in ran}
+    print(table(rows))
+    for backend, reason in reasons.items():
+        print(f"{backend}: not in this report: {reason}")
+    path = write_json(rows, reasons, out / "parity.json")
+    print(f"\nreport: {path.resolve()} (merged from {len(parts)} environments)")
+    return 0 if all(r.passed for r in rows) else 1
 
 
 def main(out: Path, flavors: Sequence[str] | None = None) -> int:
