@@ -14,6 +14,11 @@ from lars.core.state import State
 
 Array = np.ndarray
 
+if keras.backend.backend() == "jax":  # float64 runs need 64-bit JAX arrays
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+
 
 class KerasRun:
     def __init__(self, hp: Hyperparams, params: Mapping[str, Array]) -> None:
@@ -36,6 +41,21 @@ class KerasRun:
             import tensorflow as tf
 
             self._apply = tf.function(apply)
+        elif keras.backend.backend() == "jax":  # a jitted stateless step, as model.fit runs it
+            self._apply = self._jax_step(variables)
+
+    def _jax_step(self, variables: list[Any]) -> Callable[[list[Any]], None]:
+        import jax
+
+        optimizer = self.optimizer
+        stateless = jax.jit(lambda tv, ov, grads: optimizer.stateless_apply(ov, grads, tv))
+
+        def apply(grads: list[Any]) -> None:
+            new_tv, new_ov = stateless([v.value for v in variables], [v.value for v in optimizer.variables],
+                                       grads)
+            for v, value in [*zip(variables, new_tv, strict=True), *zip(optimizer.variables, new_ov, strict=True)]:
+                v.assign(value)
+        return apply
 
     def step(self, grads: Mapping[str, Array | None], lr: float) -> None:
         self.optimizer.learning_rate = lr
