@@ -53,7 +53,8 @@ class KerasRun:
         def apply(grads: list[Any]) -> None:
             new_tv, new_ov = stateless([v.value for v in variables], [v.value for v in optimizer.variables],
                                        grads)
-            for v, value in [*zip(variables, new_tv, strict=True), *zip(optimizer.variables, new_ov, strict=True)]:
+            pairs = [*zip(variables, new_tv, strict=True), *zip(optimizer.variables, new_ov, strict=True)]
+            for v, value in pairs:
                 v.assign(value)
         return apply
 
