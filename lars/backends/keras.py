@@ -153,7 +153,7 @@ class LARS(keras.optimizers.Optimizer):
         ratio, keep_wd = _const(1.0, dtype), True
         if tensor.adapt and hp.trust_denominator != "update":
             ratio, keep_wd = self._ratio_before_momentum(w, g_norm_source, wd, lr, dtype)
-        u = g + ops.where(keep_wd, wd, _const(0.0, dtype)) * w
+        u = g if tensor.weight_decay == 0 else g + ops.where(keep_wd, wd, _const(0.0, dtype)) * w
         scale = {"heavy_ball": lr * ratio, "sgd": ratio}.get(hp.momentum_style)
         inc = u if scale is None else scale * u
         direction = inc
@@ -208,9 +208,10 @@ class LARS(keras.optimizers.Optimizer):
             valid = ops.logical_and(self.iterations > 0, last != 0)
             ratio = ops.cast(learning_rate, dtype) / ops.where(valid, last, 1.0)
             momentum = momentum * ops.where(valid, ratio, _const(1.0, dtype))
-        keep = _const(1.0 - hp.dampening, dtype)
-        start = inc if hp.buffer_start == "copy" else keep * inc
-        new_v = ops.where(self.iterations == 0, start, momentum * v + keep * inc)
+        kept = inc if hp.dampening == 0 else _const(1.0 - hp.dampening, dtype) * inc
+        new_v = momentum * v + kept  # the buffer starts at zero: m*0 + (1-d)*inc on the first step
+        if hp.buffer_start == "copy" and hp.dampening != 0:  # a copy start skips the (1-d)
+            new_v = ops.where(self.iterations == 0, inc, new_v)
         self.assign(v, new_v)
         return inc + momentum * new_v if hp.nesterov else new_v
 
