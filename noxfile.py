@@ -146,3 +146,19 @@ def mxnet(session: nox.Session) -> None:
     session.run("pytest", "tests/mxnet", "-q", "-p", "no:cacheprovider", *session.posargs)
     for driver in ("mxnet", "mxnet-single"):
         conformance(session, driver)
+
+
+@nox.session(python=PYTHON)
+def bench_keras(session: nox.Session) -> None:
+    """Traced Keras step on the ResNet-50 parameter set against Keras SGD and TF Model Garden's LARS."""
+    session.install(*TENSORFLOW, "-e", ".")
+    session.install("--no-deps", *TF_MODELS)
+    session.run("python", "bench/keras_step.py", *session.posargs,
+                env={"KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"})
+
+
+@nox.session(python=PYTHON)
+def bench_mxnet(session: nox.Session) -> None:
+    """MXNet step on the ResNet-50 parameter set against MXNet's own LARS and SGD."""
+    session.install(*MXNET, "-e", ".")
+    session.run("python", "bench/mxnet_step.py", *session.posargs)
