@@ -224,6 +224,12 @@ class LARS(keras.optimizers.Optimizer):
     def get_config(self) -> dict[str, Any]:
         config: dict[str, Any] = super().get_config()
         config.pop("weight_decay", None)
+        # Keras reads a constant rate back from its float32 variable (0.2 -> 0.20000000298...):
+        # save the exact rate the hyperparameters hold when that variable still holds it.
+        stored = config.get("learning_rate")
+        if isinstance(stored, float) and stored == float(ops.convert_to_numpy(
+                _const(self.hp.lr, self._learning_rate.dtype))):
+            config["learning_rate"] = self.hp.lr
         values = self.hp.to_dict()
         values.pop("lr")
         for rule in RULES:

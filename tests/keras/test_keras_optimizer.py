@@ -1,0 +1,154 @@
+"""The Keras `LARS` against the core's NumPy reference (`lars.core.reference.step`): whole
+trajectories in float32 and float64 for flavors that cover every momentum style, momentum
+correction and dampening; validation errors; trust ratios; non-finite gradients; clear_state."""
+
+import math
+
+import keras
+import keras_reference as kr
+import numpy as np
+import pytest
+
+import lars
+from lars.backends.keras import LARS
+from lars.core import State, reference
+
+STEPS = 20
+#: flavor -> overrides. mxnet: heavy-ball with momentum correction (m * lr_t / lr_{t-1});
+#: timm: SGD-style with dampening and a copy start; holocron: the ratio outside the buffer.
+FLAVORS = {
+    "paper": dict(lr=0.3, weight_decay=1e-2),
+    "mxnet": dict(lr=0.3, momentum=0.9, weight_decay=1e-2),
+    "timm": dict(lr=0.3, momentum=0.9, dampening=0.1, weight_decay=1e-2, larc_clip=True),
+    "holocron": dict(lr=0.05, momentum=0.9, weight_decay=1e-2),
+    "tf_models": dict(lr=0.3, weight_decay=1e-2, nesterov=True, exclude_from_weight_decay=["bias", "gamma"]),
+}
+
+
+def lr_at(base):
+    """A learning rate that changes every step (so momentum correction has work to do)."""
+    return lambda t: base * (1.0 + 0.5 * math.sin(t))
+
+
+def run_ours(optimizer, params, grads, lrs):
+    variables, trajectory, ratios = kr.keras_variables(params), [], []
+    for t, g in enumerate(grads):
+        optimizer.learning_rate = lrs(t)
+        kr.apply(optimizer, variables, g)
+        trajectory.append(kr.values(variables))
+        ratios.append(optimizer.trust_ratios())
+    return trajectory, ratios
+
+
+def compare(flavor, dtype):
+    overrides = dict(FLAVORS[flavor])
+    lr = overrides.pop("lr")
+    hp = lars.hyperparams(flavor, lr=lr, **overrides)
+    params, grads, lrs = kr.initial(dtype), kr.gradient_stream(STEPS, dtype), lr_at(lr)
+    ref, _, ref_ratios = kr.run_reference(hp, params, grads, lrs)
+    ours, ratios = run_ours(LARS(learning_rate=lr, flavor=flavor, **overrides), params, grads, lrs)
+    tol = kr.TOLERANCE[np.dtype(dtype)]
+    for t in range(STEPS):
+        assert kr.max_error(ours[t], ref[t]) <= tol, (flavor, t)
+        for name, r in ref_ratios[t].items():
+            assert ratios[t][name] == pytest.approx(r, rel=tol, abs=tol), (flavor, t, name)
+    assert kr.max_error(ref[-1], params) > 1e-3  # the weights moved
+
+
+@pytest.mark.parametrize("flavor", list(FLAVORS))
+def test_matches_reference_float32(flavor):
+    assert keras.config.floatx() == "float32"
+    compare(flavor, np.float32)
+
+
+@pytest.mark.parametrize("flavor", ["paper", "mxnet", "timm", "holocron"])
+def test_matches_reference_float64(flavor, float64):
+    compare(flavor, np.float64)
+
+
+def test_weight_decay_is_applied_once_inside_lars(float64):
+    """The Keras base class's decoupled weight decay is off: with wd=0.1 the run is the reference
+    with wd=0.1, not that followed by Keras's `w -= lr*wd*w`."""
+    params, grads = kr.initial(np.float64), kr.gradient_stream(3, np.float64)
+    hp = lars.hyperparams("paper", lr=0.3, weight_decay=0.1)
+    ref, _, _ = kr.run_reference(hp, params, grads)
+    optimizer = LARS(learning_rate=0.3, weight_decay=0.1)
+    assert optimizer.weight_decay is None
+    ours, _ = run_ours(optimizer, params, grads, lambda t: 0.3)
+    assert kr.max_error(ours[-1], ref[-1]) <= 1e-12
+    no_wd, _, _ = kr.run_reference(lars.hyperparams("paper", lr=0.3, weight_decay=0.0), params, grads)
+    assert kr.max_error(ours[-1], no_wd[-1]) > 1e-6  # the weight decay did something
+
+
+def core_error(**kwargs):
+    with pytest.raises(lars.HyperparameterError) as caught:
+        lars.hyperparams(**kwargs)
+    return str(caught.value)
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(lr=0.1, momentum=1.0), dict(lr=-0.1), dict(lr=0.1, trust_coefficient=0.0),
+    dict(lr=0.1, momentum=0.0, nesterov=True), dict(lr=0.1, flavor="no-such-flavor"),
+    dict(flavor="paper"),  # paper has no default learning rate
+    dict(lr=0.1, trust_denominator="update"),
+])
+def test_invalid_hyperparameters_raise_the_core_error(kwargs):
+    kwargs = dict(kwargs)
+    expected = core_error(**kwargs)
+    lr = kwargs.pop("lr", None)
+    with pytest.raises(lars.HyperparameterError) as caught:
+        LARS(learning_rate=lr, **kwargs)
+    assert str(caught.value) == expected
+
+
+def test_set_lr_validates_and_keeps_the_old_rate():
+    optimizer = LARS(learning_rate=0.1)
+    expected = core_error(lr=-1.0)
+    with pytest.raises(lars.HyperparameterError) as caught:
+        optimizer.set_lr(-1.0)
+    assert str(caught.value) == expected
+    assert optimizer.hyperparameters.lr == 0.1
+    assert float(optimizer.learning_rate) == pytest.approx(0.1)
+    optimizer.set_lr(0.25)
+    assert optimizer.hyperparameters.lr == 0.25
+    assert float(optimizer.learning_rate) == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_gradient_does_what_the_reference_does(bad, float64):
+    """A NaN or inf in one tensor's gradient: no error and no skipped step; that tensor becomes
+    non-finite exactly where the reference's does, its trust ratio is the reference's (1 for NaN:
+    the zero-norm guard `||g|| > 0` is False; 0 for inf), the other tensors step normally."""
+    params, grads = kr.initial(np.float64), kr.gradient_stream(2, np.float64)
+    grads[1]["dense/kernel"][0, 0] = bad
+    hp = lars.hyperparams("paper", lr=0.3, weight_decay=1e-2)
+    ref, _, ref_ratios = kr.run_reference(hp, params, grads)
+    ours, ratios = run_ours(LARS(learning_rate=0.3, weight_decay=1e-2), params, grads, lambda t: 0.3)
+    kernel, ref_kernel = ours[-1]["dense/kernel"], ref[-1]["dense/kernel"]
+    assert not np.all(np.isfinite(ref_kernel))
+    np.testing.assert_array_equal(np.isnan(kernel), np.isnan(ref_kernel))
+    np.testing.assert_array_equal(np.isinf(kernel), np.isinf(ref_kernel))
+    finite = np.isfinite(ref_kernel)
+    np.testing.assert_allclose(kernel[finite], ref_kernel[finite], rtol=1e-12, atol=0)
+    assert ratios[-1]["dense/kernel"] == ref_ratios[-1]["dense/kernel"] == (1.0 if np.isnan(bad) else 0.0)
+    others = [n for n in params if n != "dense/kernel"]
+    assert kr.max_error({n: ours[-1][n] for n in others}, {n: ref[-1][n] for n in others}) <= 1e-12
+
+
+def test_clear_state_makes_the_next_step_a_first_step(float64):
+    params, grads = kr.initial(np.float64), kr.gradient_stream(4, np.float64)
+    hp = lars.hyperparams("timm", lr=0.3, momentum=0.9, dampening=0.1, weight_decay=1e-2)
+    optimizer = LARS(learning_rate=0.3, flavor="timm", momentum=0.9, dampening=0.1, weight_decay=1e-2)
+    variables = kr.keras_variables(params)
+    for g in grads[:3]:
+        kr.apply(optimizer, variables, g)
+    optimizer.clear_state()
+    assert int(optimizer.iterations) == 0
+    assert all(not np.any(m.numpy()) for m in optimizer.momentums)
+    before = kr.values(variables)
+    kr.apply(optimizer, variables, grads[3])
+    first = reference.step(before, grads[3], State(), hp)
+    assert kr.max_error(kr.values(variables), first.params) <= 1e-12
+    # without clearing, the step would not be a first step: the buffers carry earlier gradients
+    _, state, _ = kr.run_reference(hp, params, grads[:3])
+    assert kr.max_error(reference.step(before, grads[3], state, hp).params, first.params) > 1e-6
