@@ -12,12 +12,15 @@ from __future__ import annotations
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
 from lars.core import schedules as core_schedules
+from lars.core.errors import StateError
 from lars.core.flavors import hyperparams
 from lars.core.hyperparams import Hyperparams
 from lars.core.policy import Exclude, TensorPlan, plan
+from lars.core.state import State
 
 #: Keras base-class arguments that LARS passes through (applied by Keras before LARS).
 KERAS_ARGUMENTS = ("clipnorm", "clipvalue", "global_clipnorm", "use_ema", "ema_momentum",
@@ -220,6 +223,27 @@ class LARS(keras.optimizers.Optimizer):
         """The trust ratio of each variable (by path) in the last step."""
         return {v.path: float(r) for v, r in zip(self._trainable_variables, self.trust_ratio_variables,
                                                   strict=True)}
+
+    def export_state(self) -> State:
+        """The state in the core's neutral format (positive buffers by variable path)."""
+        step = int(ops.convert_to_numpy(self.iterations))
+        buffers = {} if step == 0 else {
+            v.path: np.asarray(ops.convert_to_numpy(m))
+            for v, m in zip(self._trainable_variables, self.momentums, strict=False)}
+        last_lr = float(ops.convert_to_numpy(self.last_lr)) if step else None
+        return State(step, last_lr, buffers)
+
+    def import_state(self, state: State) -> None:
+        """Replaces the state by a neutral one; checks names and shapes before any change."""
+        shapes = {v.path: tuple(v.shape) for v in self._trainable_variables}
+        state.check_fits(shapes)
+        if state.momentum_buffers and not self.momentums:
+            raise StateError("the state has momentum buffers but this optimizer has no momentum")
+        for v, m in zip(self._trainable_variables, self.momentums, strict=False):
+            buffer = state.momentum_buffers.get(v.path)
+            m.assign(ops.zeros_like(m) if buffer is None else ops.convert_to_tensor(buffer, dtype=m.dtype))
+        self.iterations.assign(state.step)
+        self.last_lr.assign(0.0 if state.last_lr is None else state.last_lr)
 
     def get_config(self) -> dict[str, Any]:
         config: dict[str, Any] = super().get_config()

@@ -66,19 +66,11 @@ class KerasRun:
         return {n: keras.ops.convert_to_numpy(v) for n, v in self._variables.items()}
 
     def state(self) -> State:
-        return export_state(self.optimizer)
+        state: State = self.optimizer.export_state()
+        return state
 
     def trust_ratios(self) -> dict[str, float]:
         return self.optimizer.trust_ratios()
-
-
-def export_state(optimizer: LARS) -> State:
-    step = int(keras.ops.convert_to_numpy(optimizer.iterations))
-    buffers = {} if step == 0 else {
-        v.path: keras.ops.convert_to_numpy(m) for v, m in zip(optimizer._trainable_variables,
-                                                               optimizer.momentums, strict=False)}
-    last_lr = float(keras.ops.convert_to_numpy(optimizer.last_lr)) if step else None
-    return State(step, last_lr, buffers)
 
 
 class KerasDriver:

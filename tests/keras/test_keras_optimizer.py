@@ -152,3 +152,28 @@ def test_clear_state_makes_the_next_step_a_first_step(float64):
     # without clearing, the step would not be a first step: the buffers carry earlier gradients
     _, state, _ = kr.run_reference(hp, params, grads[:3])
     assert kr.max_error(reference.step(before, grads[3], state, hp).params, first.params) > 1e-6
+
+
+def test_neutral_state_round_trip_continues_the_same_run():
+    import lars as core_lars
+
+    def make():
+        variables = [keras.Variable(np.full((3, 2), 0.5, dtype="float32"), name="dense_kernel")]
+        optimizer = LARS(0.1, "paper", weight_decay=1e-2)
+        optimizer.build(variables)
+        return variables, optimizer
+
+    grads = [np.full((3, 2), 0.1, dtype="float32")]
+    variables, optimizer = make()
+    for _ in range(3):
+        optimizer.apply([keras.ops.convert_to_tensor(grads[0])], variables)
+    state = optimizer.export_state()
+    again, fresh = make()
+    again[0].assign(variables[0])
+    fresh.import_state(state)
+    optimizer.apply([keras.ops.convert_to_tensor(grads[0])], variables)
+    fresh.apply([keras.ops.convert_to_tensor(grads[0])], again)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(variables[0]),
+                                  keras.ops.convert_to_numpy(again[0]))
+    with pytest.raises(core_lars.StateError):
+        fresh.import_state(core_lars.State(1, 0.1, {"other": np.zeros((3, 2))}))
