@@ -40,9 +40,18 @@ GLUON_NAMES = {"learning_rate": "lr", "wd": "weight_decay", "rescale_grad": "gra
                "clip_gradient": "grad_clip_value", "eta": "trust_coefficient"}
 
 
+#: Fields for which None is a value ("exclude nothing"), not "the flavor's default".
+NONE_IS_A_VALUE = ("exclude_from_weight_decay", "exclude_from_adaptation")
+
+
 def core_arguments(options: dict[str, Any]) -> dict[str, Any]:
-    """Gluon-named options as core fields (both spellings accepted, Gluon's win)."""
-    out = {k: v for k, v in options.items() if v is not None and k not in GLUON_NAMES}
+    """Gluon-named options as core fields (both spellings accepted, Gluon's win).
+
+    None means "the flavor's default", except for the exclusion rules, where it means "exclude
+    nothing" as in `lars.hyperparams` (how MXNet's own LARS behaves under Gluon's Trainer).
+    """
+    out = {k: v for k, v in options.items()
+           if (v is not None or k in NONE_IS_A_VALUE) and k not in GLUON_NAMES}
     out |= {GLUON_NAMES[k]: v for k, v in options.items() if k in GLUON_NAMES and v is not None}
     return out
 
