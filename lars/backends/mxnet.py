@@ -87,6 +87,7 @@ class OneLARS(mx.optimizer.Optimizer):
         self.hp = hp
         self.aggregate_num = aggregate_num or int(os.getenv("MXNET_OPTIMIZER_AGGREGATION_SIZE", "4"))
         self.last_lrs: dict[int, float] = {}
+        self.step_position = 0  # tensors updated so far in this step (momentum correction)
         self.steps: dict[int, int] = {}
         self.trust_ratio_values: dict[int, Any] = {}
         self._plans: dict[tuple[Any, ...], TensorPlan] = {}
@@ -113,11 +114,18 @@ class OneLARS(mx.optimizer.Optimizer):
             if g.stype != "default":
                 raise RuntimeError("OneLARS does not support sparse gradients: use dense ones")
         hp = self.current_hyperparams()
+        before = self.num_update
         self._update_count(indices)
+        if self.num_update > before:  # the first update call of a step
+            self.step_position = 0
+        # the correction reaches the first tensors *updated* in the step, as MXNet's first chunk
+        # does: positions, not parameter indices (Gluon skips parameters without gradient)
+        first = getattr(self, "step_position", 0)
+        self.step_position = first + len(indices)
         lrs, wds = self._get_lrs(indices), self._get_wds(indices)
         plans = [self._plan(i, w, wd, hp) for i, w, wd in zip(indices, weights, wds, strict=True)]
-        momenta = [reference.corrected_momentum(hp, i, lr, self.last_lrs.get(i))
-                   for i, lr in zip(indices, lrs, strict=True)]
+        momenta = [reference.corrected_momentum(hp, first + k, lr, self.last_lrs.get(i))
+                   for k, (i, lr) in enumerate(zip(indices, lrs, strict=True))]
         masters = [self.multi_precision and w.dtype == np.float16 for w in weights]
         if self._aggregatable(hp, weights, masters):
             self._aggregated(hp, indices, weights, grads, states, plans, lrs, momenta, masters)
