@@ -29,7 +29,7 @@ import numpy as np
 from mxnet import nd
 
 from lars.core import reference
-from lars.core.errors import HyperparameterError
+from lars.core.errors import HyperparameterError, StateError
 from lars.core.flavors import hyperparams
 from lars.core.hyperparams import Hyperparams
 from lars.core.policy import TensorPlan, plan
@@ -113,6 +113,7 @@ class OneLARS(mx.optimizer.Optimizer):
         for g in grads:
             if g.stype != "default":
                 raise RuntimeError("OneLARS does not support sparse gradients: use dense ones")
+        self._check_states(indices, weights, states)
         hp = self.current_hyperparams()
         before = self.num_update
         self._update_count(indices)
@@ -135,6 +136,16 @@ class OneLARS(mx.optimizer.Optimizer):
         for i, lr in zip(indices, lrs, strict=True):
             self.last_lrs[i] = lr
             self.steps[i] = self.steps.get(i, 0) + 1
+
+    def _check_states(self, indices: list[int], weights: list[Any], states: list[Any]) -> None:
+        """Refuses, before anything changes, states that do not fit the weights (states loaded
+        with `Trainer.load_states` from another network)."""
+        for i, w, state in zip(indices, weights, states, strict=True):
+            for x in state if isinstance(state, (tuple, list)) else (state,):
+                if x is not None and tuple(x.shape) != tuple(w.shape):
+                    raise StateError(f"the optimizer state of parameter {self.name_of(i) or i!r} has shape "
+                                     f"{tuple(x.shape)}, but the parameter has shape {tuple(w.shape)}: "
+                                     "states saved for another network?")
 
     def current_hyperparams(self) -> Hyperparams:
         """The hyperparameters now: `gluon.Trainer` sets `rescale_grad` before every step."""
