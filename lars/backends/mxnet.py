@@ -329,3 +329,32 @@ def export_state(updater_states: dict[int, Any], optimizer: OneLARS, names: dict
     step = max(optimizer.steps.values(), default=0)
     last_lr = next(iter(optimizer.last_lrs.values()), None)
     return State(step, last_lr, buffers)
+
+
+def import_state(state: State, updater: Any, optimizer: OneLARS, names: dict[int, str],
+                 weights: dict[int, Any]) -> None:
+    """Loads the core's neutral state into an MXNet `Updater` (and `optimizer`, its optimizer).
+
+    `names` and `weights` map each parameter index to its name and weight NDArray. Every check
+    (`State.check_fits`: names and shapes) runs before anything changes; then the updater gets
+    fresh states holding the buffers (in MXNet's negative convention) and the optimizer the step
+    count and last learning rate, so the next update continues the saved run.
+    """
+    state.check_fits({names[i]: tuple(w.shape) for i, w in weights.items()})
+    fresh = {i: optimizer.create_state_multi_precision(i, w) for i, w in weights.items()}
+    for i, s in fresh.items():
+        buffer = state.momentum_buffers.get(names[i])
+        mom = s[1] if isinstance(s, tuple) else s
+        if buffer is not None and mom is not None:
+            mom[:] = nd.array(-np.asarray(buffer), ctx=mom.context, dtype=mom.dtype)
+    updater.states, updater.states_synced = fresh, dict.fromkeys(fresh, True)
+    # a tensor has been stepped if it has a buffer (or if there are no buffers at all)
+    optimizer.steps = {i: state.step if not state.momentum_buffers or names[i] in state.momentum_buffers
+                       else 0 for i in weights}
+    optimizer.last_lrs = {} if state.last_lr is None else dict.fromkeys(weights, state.last_lr)
+    # MXNet keeps one count per device and swaps them in on every update call: set them in place
+    for counts in getattr(optimizer, "_all_index_update_counts", {0: optimizer._index_update_count}).values():
+        counts.clear()
+        counts.update(dict.fromkeys(weights, optimizer.begin_num_update + state.step))
+    optimizer.num_update = optimizer.begin_num_update + state.step
+    optimizer.step_position = 0
