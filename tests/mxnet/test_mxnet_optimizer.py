@@ -13,7 +13,7 @@ from mxnet import autograd, gluon, nd
 from mxnet_helpers import NAMES, SHAPES, TOLERANCE, assert_close, gradients, relative_error, tensors
 
 import lars
-from lars.backends.mxnet import OneLARS, export_state
+from lars.backends.mxnet import OneLARS, export_state, import_state
 from lars.core import State, reference
 
 STEPS = 20
@@ -207,3 +207,41 @@ def test_a_buffer_of_the_wrong_shape_is_refused(aggregate_num: int) -> None:
     assert optimizer.steps[1] == 1 and np.array_equal(weights[1].asnumpy(), before[1])
     if aggregate_num > 1:
         assert optimizer.steps == {0: 1, 1: 1} and np.array_equal(weights[0].asnumpy(), before[0])
+
+
+def test_import_state_continues_a_reference_run() -> None:
+    """A neutral state saved by another backend (here the reference, after 3 steps with changing
+    learning rates) continues in MXNet as if the run had never stopped, momentum correction
+    included; a state that does not fit is refused before anything changes."""
+    hp = core_hp("mxnet", {"learning_rate": 0.1, "momentum": 0.9, "wd": 1e-3})
+    lrs, grads = [0.1, 0.1, 0.05, 0.05, 0.02, 0.01], gradients(6, np.float64)
+    params, state = dict(zip(NAMES, tensors(0, np.float64), strict=True)), State()
+    saved = None
+    for t, lr in enumerate(lrs):
+        if t == 3:
+            saved = (params, state)
+        result = reference.step(params, dict(zip(NAMES, grads[t], strict=True)), state, hp, lr=lr)
+        params, state = result.params, result.state
+    assert saved is not None
+
+    def resume(neutral: State | None) -> list[np.ndarray]:
+        optimizer = OneLARS("mxnet", learning_rate=0.1, momentum=0.9, wd=1e-3,
+                            param_idx2name=dict(enumerate(NAMES)))
+        updater = mx.optimizer.get_updater(optimizer)
+        weights = [nd.array(saved[0][n], dtype="float64") for n in NAMES]
+        if neutral is not None:
+            import_state(neutral, updater, optimizer, dict(enumerate(NAMES)), dict(enumerate(weights)))
+        for t in range(3, 6):
+            optimizer.set_learning_rate(lrs[t])
+            updater(list(range(len(NAMES))), [nd.array(g, dtype="float64") for g in grads[t]], weights)
+        return [w.asnumpy() for w in weights]
+
+    assert_close(resume(saved[1]), [params[n] for n in NAMES])
+    assert max(relative_error(a, params[n]) for a, n in zip(resume(None), NAMES, strict=True)) > 1e-3
+
+    optimizer = OneLARS("mxnet", learning_rate=0.1, momentum=0.9)
+    updater = mx.optimizer.get_updater(optimizer)
+    weights = {i: nd.zeros(s if i else (5, 5), dtype="float64") for i, s in enumerate(SHAPES)}
+    with pytest.raises(lars.StateError, match="conv0_weight"):
+        import_state(saved[1], updater, optimizer, dict(enumerate(NAMES)), weights)
+    assert updater.states == {} and optimizer.num_update == 0
