@@ -29,7 +29,7 @@ import numpy as np
 from mxnet import nd
 
 from lars.core import reference
-from lars.core.errors import HyperparameterError
+from lars.core.errors import HyperparameterError, StateError
 from lars.core.flavors import hyperparams
 from lars.core.hyperparams import Hyperparams
 from lars.core.policy import TensorPlan, plan
@@ -40,9 +40,18 @@ GLUON_NAMES = {"learning_rate": "lr", "wd": "weight_decay", "rescale_grad": "gra
                "clip_gradient": "grad_clip_value", "eta": "trust_coefficient"}
 
 
+#: Fields for which None is a value ("exclude nothing"), not "the flavor's default".
+NONE_IS_A_VALUE = ("exclude_from_weight_decay", "exclude_from_adaptation")
+
+
 def core_arguments(options: dict[str, Any]) -> dict[str, Any]:
-    """Gluon-named options as core fields (both spellings accepted, Gluon's win)."""
-    out = {k: v for k, v in options.items() if v is not None and k not in GLUON_NAMES}
+    """Gluon-named options as core fields (both spellings accepted, Gluon's win).
+
+    None means "the flavor's default", except for the exclusion rules, where it means "exclude
+    nothing" as in `lars.hyperparams` (how MXNet's own LARS behaves under Gluon's Trainer).
+    """
+    out = {k: v for k, v in options.items()
+           if (v is not None or k in NONE_IS_A_VALUE) and k not in GLUON_NAMES}
     out |= {GLUON_NAMES[k]: v for k, v in options.items() if k in GLUON_NAMES and v is not None}
     return out
 
@@ -87,6 +96,7 @@ class OneLARS(mx.optimizer.Optimizer):
             raise HyperparameterError("kernels", kernels, "'single' or 'multi'")
         self.kernels = kernels
         self.last_lrs: dict[int, float] = {}
+        self.step_position = 0  # tensors updated so far in this step (momentum correction)
         self.steps: dict[int, int] = {}
         self.trust_ratio_values: dict[int, Any] = {}
         self._plans: dict[tuple[Any, ...], TensorPlan] = {}
@@ -112,12 +122,20 @@ class OneLARS(mx.optimizer.Optimizer):
         for g in grads:
             if g.stype != "default":
                 raise RuntimeError("OneLARS does not support sparse gradients: use dense ones")
+        self._check_states(indices, weights, states)
         hp = self.current_hyperparams()
+        before = self.num_update
         self._update_count(indices)
+        if self.num_update > before:  # the first update call of a step
+            self.step_position = 0
+        # the correction reaches the first tensors *updated* in the step, as MXNet's first chunk
+        # does: positions, not parameter indices (Gluon skips parameters without gradient)
+        first = getattr(self, "step_position", 0)
+        self.step_position = first + len(indices)
         lrs, wds = self._get_lrs(indices), self._get_wds(indices)
         plans = [self._plan(i, w, wd, hp) for i, w, wd in zip(indices, weights, wds, strict=True)]
-        momenta = [reference.corrected_momentum(hp, i, lr, self.last_lrs.get(i))
-                   for i, lr in zip(indices, lrs, strict=True)]
+        momenta = [reference.corrected_momentum(hp, first + k, lr, self.last_lrs.get(i))
+                   for k, (i, lr) in enumerate(zip(indices, lrs, strict=True))]
         masters = [self.multi_precision and w.dtype == np.float16 for w in weights]
         if self._aggregatable(hp, weights, masters):
             self._aggregated(hp, indices, weights, grads, states, plans, lrs, momenta, masters)
@@ -127,6 +145,16 @@ class OneLARS(mx.optimizer.Optimizer):
         for i, lr in zip(indices, lrs, strict=True):
             self.last_lrs[i] = lr
             self.steps[i] = self.steps.get(i, 0) + 1
+
+    def _check_states(self, indices: list[int], weights: list[Any], states: list[Any]) -> None:
+        """Refuses, before anything changes, states that do not fit the weights (states loaded
+        with `Trainer.load_states` from another network)."""
+        for i, w, state in zip(indices, weights, states, strict=True):
+            for x in state if isinstance(state, (tuple, list)) else (state,):
+                if x is not None and tuple(x.shape) != tuple(w.shape):
+                    raise StateError(f"the optimizer state of parameter {self.name_of(i) or i!r} has shape "
+                                     f"{tuple(x.shape)}, but the parameter has shape {tuple(w.shape)}: "
+                                     "states saved for another network?")
 
     def current_hyperparams(self) -> Hyperparams:
         """The hyperparameters now: `gluon.Trainer` sets `rescale_grad` before every step."""
@@ -333,3 +361,32 @@ def export_state(updater_states: dict[int, Any], optimizer: OneLARS, names: dict
     step = max(optimizer.steps.values(), default=0)
     last_lr = next(iter(optimizer.last_lrs.values()), None)
     return State(step, last_lr, buffers)
+
+
+def import_state(state: State, updater: Any, optimizer: OneLARS, names: dict[int, str],
+                 weights: dict[int, Any]) -> None:
+    """Loads the core's neutral state into an MXNet `Updater` (and `optimizer`, its optimizer).
+
+    `names` and `weights` map each parameter index to its name and weight NDArray. Every check
+    (`State.check_fits`: names and shapes) runs before anything changes; then the updater gets
+    fresh states holding the buffers (in MXNet's negative convention) and the optimizer the step
+    count and last learning rate, so the next update continues the saved run.
+    """
+    state.check_fits({names[i]: tuple(w.shape) for i, w in weights.items()})
+    fresh = {i: optimizer.create_state_multi_precision(i, w) for i, w in weights.items()}
+    for i, s in fresh.items():
+        buffer = state.momentum_buffers.get(names[i])
+        mom = s[1] if isinstance(s, tuple) else s
+        if buffer is not None and mom is not None:
+            mom[:] = nd.array(-np.asarray(buffer), ctx=mom.context, dtype=mom.dtype)
+    updater.states, updater.states_synced = fresh, dict.fromkeys(fresh, True)
+    # a tensor has been stepped if it has a buffer (or if there are no buffers at all)
+    optimizer.steps = {i: state.step if not state.momentum_buffers or names[i] in state.momentum_buffers
+                       else 0 for i in weights}
+    optimizer.last_lrs = {} if state.last_lr is None else dict.fromkeys(weights, state.last_lr)
+    # MXNet keeps one count per device and swaps them in on every update call: set them in place
+    for counts in getattr(optimizer, "_all_index_update_counts", {0: optimizer._index_update_count}).values():
+        counts.clear()
+        counts.update(dict.fromkeys(weights, optimizer.begin_num_update + state.step))
+    optimizer.num_update = optimizer.begin_num_update + state.step
+    optimizer.step_position = 0
