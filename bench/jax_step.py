@@ -11,8 +11,6 @@ the median over passes of its per-pass median step time (after `block_until_read
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import sys
 import time
@@ -25,11 +23,10 @@ import jax.numpy as jnp
 import optax
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import measure, report
 from shapes import count, resnet50
 
 from lars.backends.jax import lars
-
-BYTES_PER_PARAM = 28
 
 
 def tree(shapes: list[tuple[str, tuple[int, ...]]], seed: int, scale: float) -> dict[str, jax.Array]:
@@ -64,17 +61,6 @@ def variants(params: Any, grads: Any) -> dict[str, Callable[[], None]]:
     return out
 
 
-def time_steps(step: Callable[[], None], warmup: int, steps: int) -> float:
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def triad_gbps(n: int = 50_000_000, repeats: int = 10) -> float:
     """`a = b + 0.5*c` into a donated (already touched) `a`: 12 bytes per element."""
     a, b, c = jnp.zeros(n, jnp.float32), jnp.ones(n, jnp.float32), jnp.ones(n, jnp.float32)
@@ -96,37 +82,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/results/jax_step.json"))
     args = parser.parse_args()
     shapes = resnet50()
-    n_params = count(shapes)
     params, grads = tree(shapes, 0, 0.05), tree(shapes, 1, 0.01)
-    runs = variants(params, grads)
-    per_pass: dict[str, list[float]] = {name: [] for name in runs}
-    bandwidth = []
-    for _ in range(args.passes):
-        bandwidth.append(triad_gbps())
-        for name, step in runs.items():
-            per_pass[name].append(time_steps(step, args.warmup, args.steps))
-    gbps = statistics.median(bandwidth)
-    bound_ms = BYTES_PER_PARAM * n_params / (gbps * 1e9) * 1e3
-    ms = {name: statistics.median(t) * 1e3 for name, t in per_pass.items()}
-    best_peer = min(ms["optax.lars"], ms["optax.lars donated"])
-    best_sgd = min(ms["optax sgd+wd"], ms["optax sgd+wd donated"])
-    print(f"ResNet-50 parameter set: {len(shapes)} tensors, {n_params:,} fp32 parameters; "
-          f"jax {jax.__version__}, optax {optax.__version__}, {jax.devices()[0].platform}")
-    print(f"memory triad: {gbps:.1f} GB/s -> LARS bound ({BYTES_PER_PARAM} B/param): {bound_ms:.1f} ms\n")
-    print(f"{'variant':<24} {'ms/step':>8} {'x best optax.lars':>18} {'x best sgd':>11} {'bound/step':>11}")
-    for name, value in ms.items():
-        print(f"{name:<24} {value:>8.1f} {value / best_peer:>18.2f} {value / best_sgd:>11.2f} "
-              f"{bound_ms / value:>11.2f}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
-        "parameters": n_params, "tensors": len(shapes), "jax": jax.__version__,
-        "optax": optax.__version__, "machine": platform.platform(), "triad_gbps": gbps,
-        "bound_ms": bound_ms, "ms_per_step": ms,
-        "per_pass_ms": {k: [t * 1e3 for t in v] for k, v in per_pass.items()},
-        "ratio_vs_best_optax_lars": {k: v / best_peer for k, v in ms.items()},
-        "ratio_vs_best_sgd": {k: v / best_sgd for k, v in ms.items()},
-    }, indent=2))
-    print(f"\nJSON: {args.out}")
+    ms, per_pass, gbps = measure(variants(params, grads), args.passes, args.warmup, args.steps, triad_gbps)
+    report(f"ResNet-50 parameter set: {len(shapes)} tensors, {count(shapes):,} fp32 parameters; "
+           f"jax {jax.__version__}, optax {optax.__version__}, {jax.devices()[0].platform}",
+           ms, {"optax.lars": "optax.lars", "optax.lars don.": "optax.lars donated",
+                "sgd donated": "optax sgd+wd donated"},
+           count(shapes), gbps, args.out, {"jax": jax.__version__, "optax": optax.__version__}, per_pass)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,6 @@ arrays larger than the caches) and reports each step against the bound of a LARS
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import sys
 import time
@@ -24,11 +22,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import measure, report
 from shapes import count, resnet50
 
 from lars.backends.torch import LARS
-
-BYTES_PER_PARAM = 28
 
 
 def make_params(shapes: list[tuple[str, tuple[int, ...]]], seed: int = 0) -> list[torch.nn.Parameter]:
@@ -85,17 +82,6 @@ def triad_gbps(n: int = 50_000_000, repeats: int = 10) -> float:
     return 3 * 4 * n / statistics.median(times) / 1e9
 
 
-def time_steps(step: Callable[[], None], warmup: int, steps: int) -> float:
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--passes", type=int, default=5)
@@ -104,35 +90,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/results/torch_step.json"))
     args = parser.parse_args()
     shapes = resnet50()
-    n_params = count(shapes)
-    runs = variants(shapes)
-    per_pass: dict[str, list[float]] = {name: [] for name in runs}
-    bandwidth = []
-    for _ in range(args.passes):
-        bandwidth.append(triad_gbps())
-        for name, step in runs.items():
-            per_pass[name].append(time_steps(step, args.warmup, args.steps))
-    gbps = statistics.median(bandwidth)
-    bound_ms = BYTES_PER_PARAM * n_params / (gbps * 1e9) * 1e3
-    ms = {name: statistics.median(t) * 1e3 for name, t in per_pass.items()}
-    anchor_sgd, anchor_peer = ms["torch SGD foreach"], ms["pytorch_optimizer LARS"]
-    print(f"ResNet-50 parameter set: {len(shapes)} tensors, {n_params:,} fp32 parameters; "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"memory triad: {gbps:.1f} GB/s -> LARS bound ({BYTES_PER_PARAM} B/param): {bound_ms:.1f} ms\n")
-    print(f"{'variant':<30} {'ms/step':>8} {'x SGD foreach':>14} {'x pytorch_opt':>14} {'bound/step':>11}")
-    for name, value in ms.items():
-        print(f"{name:<30} {value:>8.1f} {value / anchor_sgd:>14.2f} {value / anchor_peer:>14.2f} "
-              f"{bound_ms / value:>11.2f}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
-        "parameters": n_params, "tensors": len(shapes), "torch": torch.__version__,
-        "threads": torch.get_num_threads(), "machine": platform.platform(),
-        "triad_gbps": gbps, "bound_ms": bound_ms, "ms_per_step": ms, "per_pass_ms":
-        {k: [t * 1e3 for t in v] for k, v in per_pass.items()},
-        "ratio_vs_sgd_foreach": {k: v / anchor_sgd for k, v in ms.items()},
-        "ratio_vs_pytorch_optimizer": {k: v / anchor_peer for k, v in ms.items()},
-    }, indent=2))
-    print(f"\nJSON: {args.out}")
+    ms, per_pass, gbps = measure(variants(shapes), args.passes, args.warmup, args.steps, triad_gbps)
+    report(f"ResNet-50 parameter set: {len(shapes)} tensors, {count(shapes):,} fp32 parameters; "
+           f"torch {torch.__version__}, {torch.get_num_threads()} threads",
+           ms, {"SGD foreach": "torch SGD foreach", "pytorch_opt": "pytorch_optimizer LARS",
+                "SGD fused": "torch SGD fused"},
+           count(shapes), gbps, args.out, {"torch": torch.__version__, "threads": torch.get_num_threads()},
+           per_pass)
 
 
 if __name__ == "__main__":
