@@ -74,7 +74,7 @@ def parity_main(session: nox.Session) -> None:
     """The parity report's part from PyTorch, JAX and Keras (TensorFlow), in one environment."""
     session.install(*TORCH, *JAX, *TENSORFLOW, "-e", ".")
     session.run("lars", "parity", "--out", "reports/parts/main", *session.posargs,
-                env={"KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"})
+                env={"KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2", "OMP_NUM_THREADS": "1"})
 
 
 @nox.session(python=PYTHON)
