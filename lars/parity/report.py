@@ -112,10 +112,9 @@ def merge(parts: Sequence[Path], out: Path) -> int:
     """One report from the reports of several environments (each backend runs in its own)."""
     reports = [json.loads((p / "parity.json").read_text()) for p in parts]
     rows = [Row(**{k: v for k, v in r.items() if k != "passed"}) for rep in reports for r in rep["rows"]]
-    ran = {r.driver for r in rows}
-    reasons: dict[str, str] = {}
-    for rep in reports:
-        reasons |= {k: v for k, v in rep["unavailable"].items() if k not in ran}
+    # A driver is missing from the merged report only if it could run in none of the parts.
+    missing = set.intersection(*(set(rep["unavailable"]) for rep in reports)) if reports else set()
+    reasons = {k: v for rep in reports for k, v in rep["unavailable"].items() if k in missing}
     print(table(rows))
     for backend, reason in reasons.items():
         print(f"{backend}: not in this report: {reason}")
