@@ -108,6 +108,16 @@ def write_json(rows: Sequence[Row], reasons: dict[str, str], path: Path) -> Path
     return path
 
 
+def finish(rows: Sequence[Row], reasons: dict[str, str], out: Path, note: str = "") -> int:
+    """Prints the table and the missing backends, writes the JSON; 0 if every row passed."""
+    print(table(rows))
+    for backend, reason in reasons.items():
+        print(f"{backend}: not in this report: {reason}")
+    path = write_json(rows, reasons, out / "parity.json")
+    print(f"\nreport: {path.resolve()}{note}")
+    return 0 if all(r.passed for r in rows) else 1
+
+
 def merge(parts: Sequence[Path], out: Path) -> int:
     """One report from the reports of several environments (each backend runs in its own)."""
     reports = [json.loads((p / "parity.json").read_text()) for p in parts]
@@ -115,12 +125,7 @@ def merge(parts: Sequence[Path], out: Path) -> int:
     # A driver is missing from the merged report only if it could run in none of the parts.
     missing = set.intersection(*(set(rep["unavailable"]) for rep in reports)) if reports else set()
     reasons = {k: v for rep in reports for k, v in rep["unavailable"].items() if k in missing}
-    print(table(rows))
-    for backend, reason in reasons.items():
-        print(f"{backend}: not in this report: {reason}")
-    path = write_json(rows, reasons, out / "parity.json")
-    print(f"\nreport: {path.resolve()} (merged from {len(parts)} environments)")
-    return 0 if all(r.passed for r in rows) else 1
+    return finish(rows, reasons, out, f" (merged from {len(parts)} environments)")
 
 
 def main(out: Path, flavors: Sequence[str] | None = None) -> int:
@@ -128,9 +133,4 @@ def main(out: Path, flavors: Sequence[str] | None = None) -> int:
     print(f"lars {__version__} parity report: {len(CASES)} cases x {len(flavors or FLAVORS)} flavors")
     rows = run(DRIVERS, flavors or list(FLAVORS), list(CASES))
     print()
-    print(table(rows))
-    for backend, reason in reasons.items():
-        print(f"{backend}: not in this report: {reason}")
-    path = write_json(rows, reasons, out / "parity.json")
-    print(f"\nreport: {path.resolve()}")
-    return 0 if all(r.passed for r in rows) else 1
+    return finish(rows, reasons, out)
