@@ -1,9 +1,9 @@
 """PyTorch: `lars.backends.torch.LARS` beside torch's SGD (momentum, weight decay, `foreach`)
 and pytorch_optimizer's LARS, all eager `optimizer.step()` on CPU tensors with set gradients.
 
-`lars paper` is the adapter as a user gets it (default path: the fused kernel for float32,
-the multi-tensor path for bfloat16). Buffers are in the parameters' dtype except the
-adapter's, which keeps bfloat16 momentum in float32.
+`lars paper` is the adapter as a user gets it (default path: the fused kernel, bfloat16
+through float32 chunks). Buffers are in the parameters' dtype except the adapter's, which
+keeps bfloat16 momentum in float32.
 """
 
 from __future__ import annotations

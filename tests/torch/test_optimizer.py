@@ -310,8 +310,7 @@ def test_bfloat16_parameters_step_with_float32_buffers(path):
     assert not torch.equal(params[0], leaves(torch.bfloat16)[0])
 
 
-# The default path (fused=None, foreach=None) is left out: it fails, see the report.
-@pytest.mark.parametrize("path", [{"foreach": True}, {"foreach": False}])
+@pytest.mark.parametrize("path", [{}, {"foreach": True}, {"foreach": False}])
 def test_master_weights_track_the_float32_reference(path):
     params = leaves(torch.bfloat16)
     initial32 = [p.detach().float() for p in params]
