@@ -41,6 +41,14 @@ RUFF = "ruff==0.17.6"
 MYPY = "mypy==2.4.1"
 
 
+def agreement(session: nox.Session, peer: str, training: str, env: dict[str, str] | None = None) -> None:
+    """The shared checks of the parity report for one backend session: the installed peer
+    library in its flavor (`conformance/test_peer.py`) and the digits training problem on the
+    backend (`conformance/test_training.py`)."""
+    session.run("pytest", "conformance/test_peer.py", "conformance/test_training.py", "--peer", peer,
+                "--training", training, "-q", "-p", "no:cacheprovider", env=env)
+
+
 def conformance(session: nox.Session, driver: str, env: dict[str, str] | None = None) -> None:
     """The shared conformance suite with one driver, on both cores: one worker per core, each
     with one thread (the cases' tensors are tiny; two threads per worker only wait on each other)."""
@@ -157,6 +165,7 @@ def torch(session: nox.Session) -> None:
     session.run("pytest", "tests/torch", "-q", "-p", "no:cacheprovider", *session.posargs)
     for driver in ("torch", "torch-foreach", "torch-single"):
         conformance(session, driver)
+    agreement(session, "pytorch_optimizer.LARS", "torch")
 
 
 @nox.session(python=PYTHON)
@@ -166,6 +175,7 @@ def jax(session: nox.Session) -> None:
     session.run("pytest", "tests/jax", "-q", "-p", "no:cacheprovider", *session.posargs,
                 env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
     conformance(session, "jax")
+    agreement(session, "optax.lars", "jax")
 
 
 @nox.session(python=PYTHON)
@@ -176,6 +186,7 @@ def tensorflow(session: nox.Session) -> None:
     env = {"KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"}
     session.run("pytest", "tests/keras", "-q", "-p", "no:cacheprovider", *session.posargs, env=env)
     conformance(session, "keras", env=env)
+    agreement(session, "tf_models.LARS", "keras", env=env)
 
 
 @nox.session(python=PYTHON)
@@ -194,3 +205,4 @@ def mxnet(session: nox.Session) -> None:
     session.run("pytest", "tests/mxnet", "-q", "-p", "no:cacheprovider", *session.posargs)
     for driver in ("mxnet", "mxnet-single"):
         conformance(session, driver)
+    agreement(session, "mxnet.LARS", "mxnet")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,31 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=os.environ.get("LARS_DRIVER", "reference"),
         help="the conformance driver to check (reference, torch, jax, keras, mxnet)",
     )
+    parser.addoption("--peer", default=None,
+                     help="test_peer.py: the installed peer library to check in its flavor (optax.lars, ...)")
+    parser.addoption("--training", default=None,
+                     help="test_training.py: the backend that trains the report's digits problem")
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """`test_peer.py` and `test_training.py` check one named library or backend: they are
+    collected only when it is named (`--peer`, `--training`), as each backend's session does."""
+    option = {"test_peer.py": "--peer", "test_training.py": "--training"}.get(collection_path.name)
+    return True if option and not config.getoption(option) else None
+
+
+@pytest.fixture(scope="session")
+def peer_name(request: pytest.FixtureRequest) -> str:
+    name = request.config.getoption("--peer")
+    assert name, "give --peer NAME (one of lars.conformance.peers.PEERS)"
+    return str(name)
+
+
+@pytest.fixture(scope="session")
+def training_backend(request: pytest.FixtureRequest) -> str:
+    name = request.config.getoption("--training")
+    assert name, "give --training BACKEND (one of lars.parity.digits's backends)"
+    return str(name)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
