@@ -14,7 +14,6 @@ import pytest
 from lars.core import hyperparams, reference
 from lars.core.state import State
 
-
 FLOAT32_UNIT = 2.0**-23  # relative: one unit in the last place of float32, at most
 
 
