@@ -8,7 +8,8 @@ Gluon's names (`learning_rate`, `wd`, `rescale_grad`, `clip_gradient`, `eta`, `e
 The math is the core's (`lars.core.reference`). Two paths:
 
 - aggregated (float32, and float16 with `multi_precision`): norms of a whole chunk with
-  `multi_sum_sq`, trust ratios as device arrays, and MXNet's fused
+  `multi_sum_sq` (large float32 arrays in pieces summed in float64, `mxnet_norms`: MXNet's own
+  sum errs by 1e-3 at 2.4M elements), trust ratios as device arrays, and MXNet's fused
   `preloaded_multi_(mp_)sgd_(mom_)update` kernels, as MXNet's own LARS does. It computes the
   heavy-ball form with a zero start, no dampening and no nesterov; other flavors and float64
   (`multi_sum_sq` sums in float32) take the per-tensor path.
@@ -28,6 +29,7 @@ import mxnet as mx
 import numpy as np
 from mxnet import nd
 
+from lars.backends.mxnet_norms import in_pieces, sums_of_squares
 from lars.core import reference
 from lars.core.config import Config, as_config
 from lars.core.errors import HyperparameterError, StateError
@@ -251,16 +253,16 @@ class OneLARS(mx.optimizer.Optimizer):
             scaled = [g * (sign * hp.grad_rescale) for g in grads]
             if hp.clip_before_norms and hp.grad_clip_value is not None:
                 scaled = [nd.clip(g, -hp.grad_clip_value, hp.grad_clip_value) for g in scaled]
-        w_norm = nd.sqrt(nd.multi_sum_sq(*weights, num_arrays=n))
+        w_norm = nd.sqrt(sums_of_squares(weights))
         if scaled is None:
-            g_norm = nd.sqrt(nd.multi_sum_sq(*grads, num_arrays=n)) * abs(hp.grad_rescale)
+            g_norm = nd.sqrt(sums_of_squares(grads)) * abs(hp.grad_rescale)
         else:
-            g_norm = nd.sqrt(nd.multi_sum_sq(*scaled, num_arrays=n))
+            g_norm = nd.sqrt(sums_of_squares(scaled))
         wd = nd.array([p.weight_decay for p in plans], ctx=ctx, dtype="float32")
         adapt = nd.array([p.adapt for p in plans], ctx=ctx, dtype="float32")
         if hp.trust_denominator == "combined" and scaled is not None:
             decayed = [g + p.weight_decay * w for g, w, p in zip(scaled, weights, plans, strict=True)]
-            denominator = nd.sqrt(nd.multi_sum_sq(*decayed, num_arrays=n))
+            denominator = nd.sqrt(sums_of_squares(decayed))
         elif hp.trust_denominator == "split":
             denominator = g_norm + wd * w_norm
         else:
@@ -387,6 +389,11 @@ def _view(x: Any) -> Any:
 
 
 def norm(x: Any) -> Any:
+    """The L2 norm of the whole array, shape (1,). A large float32 CPU array is summed in pieces
+    (`mxnet_norms`): as accurate as `nd.sum`'s compensated sum, several times faster and without
+    a squared copy of the array."""
+    if in_pieces(x):
+        return nd.sqrt(sums_of_squares([x]))
     return nd.sqrt(nd.sum(nd.square(x))).reshape((1,))
 
 
