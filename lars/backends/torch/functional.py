@@ -122,7 +122,7 @@ def norms(tensors: Sequence[Tensor], dtype: torch.dtype) -> Tensor:
         return torch.stack(torch._foreach_norm(list(tensors), 2, dtype=dtype))
     small = [t for t in tensors if not in_pieces(t, dtype)]
     small_norms = iter(torch._foreach_norm(small, 2, dtype=dtype) if small else ())
-    scratch = torch.empty(CONVERT_BLOCK, dtype=dtype)
+    scratch = low_precision.scratch(CONVERT_BLOCK)
     parts = [piece_norms(t, scratch) for t in tensors if in_pieces(t, dtype)]
     owner = torch.repeat_interleave(torch.arange(len(parts)), torch.tensor([len(p) for p in parts]))
     squares = torch.zeros(len(parts), dtype=torch.float64).index_add_(
@@ -155,8 +155,9 @@ def piece_norms(tensor: Tensor, scratch: Tensor) -> Tensor:
 
 
 def in_pieces(tensor: Tensor, dtype: torch.dtype) -> bool:
-    """Whether `norms` takes this tensor's norm in pieces (float64 sums are accurate already)."""
-    return (tensor.device.type == "cpu" and dtype != torch.float64 and tensor.numel() > NORM_WHOLE
+    """Whether `norms` takes this tensor's norm in pieces (float32 sums: float64 ones are accurate
+    already)."""
+    return (tensor.device.type == "cpu" and dtype == torch.float32 and tensor.numel() > NORM_WHOLE
             and tensor.is_contiguous())
 
 

@@ -13,6 +13,7 @@ rounded to the parameter's dtype.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import torch
@@ -23,13 +24,30 @@ CHUNK = 1 << 18  # float32 elements per scratch array: 1 MiB each, in the cache
 Kernel = Callable[[list[Tensor], list[Tensor], list[Tensor]], None]
 
 
+_kept = threading.local()
+
+
+def scratch(elements: int) -> Tensor:
+    """A float32 CPU scratch array of `elements`, kept between steps (one per thread).
+
+    Allocating it on every step is not free: a few MiB from the C allocator can come back as
+    fresh pages, faulted in at every step, which measured as a 2x slower bfloat16 step in the
+    benchmark's process (whose earlier sets freed much larger arrays) against a fresh process.
+    """
+    kept: Tensor | None = getattr(_kept, "array", None)
+    if kept is None or kept.numel() < elements:
+        kept = _kept.array = torch.empty(elements, dtype=torch.float32)
+    return kept[:elements]
+
+
 def scratch_for(params: list[Tensor], grads: list[Tensor]) -> Tensor | None:
     """Float32 scratch for a step of these tensors (none if all are float32 already)."""
     staged = [p for p, g in zip(params, grads, strict=True)
               if p.dtype != torch.float32 or g.dtype != torch.float32]
     if not staged:
         return None
-    return torch.empty((2, min(CHUNK, max(p.numel() for p in staged))), dtype=torch.float32)
+    size = min(CHUNK, max(p.numel() for p in staged))
+    return scratch(2 * size).view(2, size)
 
 
 def staged_step(kernel: Kernel, param: Tensor, grad: Tensor, buffer: Tensor | None, scratch: Tensor) -> None:
