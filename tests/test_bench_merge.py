@@ -114,3 +114,26 @@ def test_a_backend_that_cannot_be_imported_is_a_part_that_says_why(monkeypatch):
 @pytest.mark.parametrize(("seconds", "steps"), [(0.001, 20), (0.05, 20), (0.1, 10), (0.3, 3), (5.0, 3)])
 def test_a_variant_gets_about_a_second_of_timed_steps_per_pass(seconds, steps):
     assert common.budget(seconds, quick=False) == common.Budget(warmup=1, steps=steps, passes=3)
+
+
+def test_the_docs_plots_read_back_what_the_table_shows(folders):
+    """The benchmarks page draws its figures from its pasted tables (`docs/hooks/bench_plots.py`):
+    the rows it reads back are the merged report's, to the table's precision."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_plots", Path(__file__).parents[1] / "docs" / "hooks" / "bench_plots.py")
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+    report = merge.combine(merge.load_parts(folders))
+    page = merge.text(report, markdown=True).replace("\n### ", "\n#### ").replace("### ", "#### ", 1)
+    read = hook.report(page)["rows"]
+    sets = {(r["backend"], r["dtype"], r["variant"]): r["bound_fraction"] for r in read if r["kind"] == "set"}
+    assert sets == {(r["backend"], r["dtype"], r["variant"]): pytest.approx(r["bound_fraction"], abs=0.006)
+                    for r in report["rows"] if r["kind"] == "set"}
+    def key(r):
+        return r["kind"], r["variant"], r["parameters"], r["tensors"]
+
+    sweeps = {key(r): r["ms"] for r in read if r["kind"] != "set"}
+    assert sweeps == {key(r): pytest.approx(r["ms"], rel=0.01) for r in report["rows"] if r["kind"] != "set"}
