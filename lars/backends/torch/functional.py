@@ -118,17 +118,18 @@ def norms(tensors: Sequence[Tensor], dtype: torch.dtype) -> Tensor:
     """
     if not tensors:
         return torch.zeros(0, dtype=dtype)
-    if not any(in_pieces(t, dtype) for t in tensors):
+    pieced = [in_pieces(t, dtype) for t in tensors]
+    if not any(pieced):
         return torch.stack(torch._foreach_norm(list(tensors), 2, dtype=dtype))
-    small = [t for t in tensors if not in_pieces(t, dtype)]
+    small = [t for t, p in zip(tensors, pieced, strict=True) if not p]
     small_norms = iter(torch._foreach_norm(small, 2, dtype=dtype) if small else ())
     scratch = low_precision.scratch(CONVERT_BLOCK)
-    parts = [piece_norms(t, scratch) for t in tensors if in_pieces(t, dtype)]
+    parts = [piece_norms(t, scratch) for t, p in zip(tensors, pieced, strict=True) if p]
     owner = torch.repeat_interleave(torch.arange(len(parts)), torch.tensor([len(p) for p in parts]))
     squares = torch.zeros(len(parts), dtype=torch.float64).index_add_(
         0, owner, torch.cat(parts).double().square())
     large_norms = iter(squares.sqrt().to(dtype).unbind())
-    return torch.stack([next(large_norms) if in_pieces(t, dtype) else next(small_norms) for t in tensors])
+    return torch.stack([next(large_norms) if p else next(small_norms) for p in pieced])
 
 
 CONVERT_BLOCK = 1 << 20  # elements of a float16/bfloat16 tensor converted at a time, a whole number of pieces

@@ -66,7 +66,7 @@ class LARS(torch.optim.Optimizer):
         self._exclusions = {"exclude_from_weight_decay": hp.exclude_from_weight_decay,
                             "exclude_from_adaptation": hp.exclude_from_adaptation}
         self._master_weights = master_weights
-        self._trust_ratios: dict[str, Tensor] = {}
+        self._trust_ratios: dict[str, tuple[Tensor, int]] = {}  # name: (its batch's ratios, position)
         self._plans: dict[int, tuple[tuple[Any, ...], list[Any]]] = {}
         defaults = {f: getattr(hp, f) for f in GROUP_FIELDS} | {"foreach": foreach, "fused": fused}
         super().__init__(params, defaults)
@@ -271,12 +271,16 @@ class LARS(torch.optim.Optimizer):
             if weights is not p:
                 state["master_weight"] = weights
                 p.copy_(weights)
-            self._trust_ratios[name] = ratios[i]
+            self._trust_ratios[name] = (ratios, i)  # indexing the vector here costs ~2 us a tensor
 
     # Telemetry -----------------------------------------------------------------------------------
     def trust_ratios(self) -> dict[str, float]:
         """The trust ratio each parameter used in the last step, by name (reading syncs)."""
-        return {name: float(r) for name, r in self._trust_ratios.items()}
+        values: dict[int, list[float]] = {}
+        for ratios, _ in self._trust_ratios.values():
+            if id(ratios) not in values:
+                values[id(ratios)] = ratios.tolist()
+        return {name: values[id(ratios)][i] for name, (ratios, i) in self._trust_ratios.items()}
 
     # State ---------------------------------------------------------------------------------------
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
