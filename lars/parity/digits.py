@@ -28,14 +28,18 @@ max|ref|` per tensor) and of the trust ratios (per step and tensor). Measured ov
 
     float64: every backend <= 1.2e-15 (losses), 9e-15 (weights), 3.2e-15 (trust ratios).
     float32: torch, jax, keras <= 7.3e-7 (losses), 3.2e-6 (weights), 1.5e-6 (trust ratios);
-             mxnet <= 8.4e-6, 1.3e-4, 1.1e-5. (The float32 reference itself lies within
-             ~1e-6 of the float64 one.)
+             mxnet with Gluon's loss <= 8.4e-6, 1.3e-4, 1.1e-5 (with the elementwise loss it
+             now uses: 3.0e-7, 1.2e-6, 1.6e-6 on seed 0). (The float32 reference itself lies
+             within ~1e-6 of the float64 one.)
 
 MXNet's float32 drift comes from its `log_softmax` (inside `gluon.loss.SoftmaxCrossEntropyLoss`):
 its per-digit losses are off by up to 3.5e-6 absolute, 25 times NumPy's float32 error, and the
 error reaches the logits' bias through `softmax - onehot`, which is added without a trust ratio
 (mlperf does not adapt biases). Written from MXNet's elementwise ops instead, the log-softmax
-brings MXNet to <= 3.3e-6 like the others; we keep Gluon's loss, as a user would.
+brings MXNet to <= 3.3e-6 like the others. The MXNet learner now does that: under the shipped
+MLPerf config (a chaotic regime) Gluon's loss error grew to 1.34e-2 in the trust ratios, just
+past the measured tolerance of ten times the float32 reference's own rounding (1.337e-2, once
+the reference's float32 norms were summed in float64); the problem compares optimizers.
 
 So float64: 1e-12, the conformance suite's policy, 100 times the worst measured (rounding grows
 only ~10x over the 100 steps, from ~5e-16 at the first step); float32: 3e-4, a bit above MXNet's

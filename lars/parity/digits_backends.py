@@ -18,7 +18,8 @@ back by name and laid over the reference's:
   promotion maps float64 to float32 off TensorFlow), so float64 lies only within ~2e-7 there.
 - mxnet: `gluon.Parameter`s named as above, `autograd`, a `gluon.Trainer` over a `OneLARS`
   instance; the loss is summed and `Trainer.step(batch_size)` rescales by `1/batch_size`,
-  the Gluon idiom (exact for the default batch of 128, a power of two).
+  the Gluon idiom (exact for the default batch of 128, a power of two); the softmax
+  cross-entropy is written from MXNet's elementwise ops (see `digits`).
 """
 
 from __future__ import annotations
@@ -239,8 +240,14 @@ def mxnet_learner(hp: Hyperparams, params: Mapping[str, Array]) -> Learner:
         w.set_data(nd.array(params[name], dtype=dtype))
     flavor, lr, values = adapter_arguments(hp)
     trainer = gluon.Trainer(list(weights.values()), OneLARS(flavor=flavor, learning_rate=lr, **values))
-    loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
     layers = layer_names(params)
+
+    def loss_fn(x: Any, y: Any) -> Any:
+        """Softmax cross-entropy from elementwise ops: Gluon's `SoftmaxCrossEntropyLoss` has 25
+        times NumPy's float32 error (`digits`), which the MLPerf schedule's chaotic regime grows
+        past ten times the reference's own rounding; the problem compares optimizers, not losses."""
+        shifted = nd.broadcast_sub(x, nd.max(x, axis=1, keepdims=True))
+        return nd.log(nd.sum(nd.exp(shifted), axis=1)) - nd.pick(shifted, y, axis=1)
 
     def logits(x: Any) -> Any:
         for i, layer in enumerate(layers):
