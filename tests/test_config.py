@@ -48,6 +48,8 @@ EVERY_FIELD = {
     "exclude_from_weight_decay": ("{ ndims = [0, 1], patterns = ['bias$'], names = ['head.w'] }",
                                   Exclude(frozenset({0, 1}), ("bias$",), frozenset({"head.w"}))),
     "exclude_from_adaptation": ('"ndim==1"', Exclude.ndim_in(1)),
+    "eps_when_zero": ("1e-7", 1e-7),
+    "adaptation_exclusion_follows_weight_decay": ("true", True),
 }
 
 
@@ -114,7 +116,7 @@ def test_flavor_defaults_and_flavor_rules_apply_as_in_lars_hyperparams():
     # mlperf's eps 0 -> 1e-7 and tf_models' adaptation rule following weight decay
     assert loads_config('flavor = "mlperf"\nlr = 1.0\neps = 0.0').hyperparams.eps == 1e-7
     tf = loads_config('flavor = "tf_models"\nexclude_from_weight_decay = ["bias"]').hyperparams
-    assert tf.exclude_from_adaptation == Exclude.regex("bias")
+    assert tf.adaptation_exclusion == Exclude.regex("bias")
 
 
 def test_none_is_written_as_the_string_none():

@@ -174,7 +174,7 @@ def test_tf_models_classic(nesterov):
 
 def test_tf_models_adaptation_exclusion_defaults_to_weight_decay_rule():
     hp = hyperparams("tf_models", lr=LR, weight_decay=WD, exclude_from_weight_decay=["bias"])
-    assert hp.exclude_from_adaptation.excludes(BN, (2,))
+    assert hp.adaptation_exclusion.excludes(BN, (2,))
     check(run(hp), two_steps(sm.tf_models, W0, GW, LR, 0.9, WD, 1e-3),
           two_steps(sm.tf_models, B0, GB, LR, 0.9, 0.0, 1e-3, adapt=False))
 

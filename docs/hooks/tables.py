@@ -121,9 +121,9 @@ def _lr(flavor: Flavor) -> str:
 
 
 def _eps(flavor: Flavor) -> str:
-    eps = flavor.defaults["eps"]
-    if flavor.eps_when_zero is not None and eps == 0:
-        return f"0 → {_number(flavor.eps_when_zero)}"
+    eps, when_zero = flavor.defaults["eps"], flavor.defaults["eps_when_zero"]
+    if when_zero is not None and eps == 0:
+        return f"0 → {_number(when_zero)}"
     return _number(eps)
 
 
@@ -143,17 +143,18 @@ def _exclusion(rule: Exclude) -> str:
 
 def flavor_axes_table() -> str:
     class_defaults = _class_defaults()
-    shown = {"lr", *NUMBERS, *CHOICES, *EXCLUSIONS}
+    quirks = ("eps_when_zero", "adaptation_exclusion_follows_weight_decay")
+    shown = {"lr", *NUMBERS, *CHOICES, *EXCLUSIONS, *quirks}
     head = ("| flavor | " + " | ".join(f"`{c}`" for c in CHOICES)
             + " | other settings | no weight decay for | not adapted |")
     rows = [head, "|" + "---|" * (len(CHOICES) + 4)]
     for name, f in FLAVORS.items():
         d = f.defaults
         other = [f"{k}={d[k]!r}" for k in d if k not in shown and d[k] != class_defaults[k]]
-        if f.eps_when_zero is not None:
-            other.append(f"eps 0 → {_number(f.eps_when_zero)}")
+        if d["eps_when_zero"] is not None:
+            other.append(f"eps 0 → {_number(d['eps_when_zero'])}")
         adapt = _exclusion(d["exclude_from_adaptation"])
-        if f.adaptation_exclusion_follows_weight_decay:
+        if d["adaptation_exclusion_follows_weight_decay"]:
             adapt += " (an empty rule takes the weight-decay rule)"
         cells = [_code(name), *(_code(d[c]) for c in CHOICES),
                  ", ".join(_code(o) for o in other) or "—",

@@ -29,18 +29,14 @@ class Flavor:
     Attributes:
       name: the public flavor name.
       reproduces: the implementation (and version) it reproduces.
-      defaults: a value for every hyperparameter field except `flavor`; `lr` is absent where
-        the implementation requires one.
-      eps_when_zero: an `eps` of 0 becomes this (MLPerf TF2's `epsilon or 1e-7`).
-      adaptation_exclusion_follows_weight_decay: an empty adaptation rule takes the weight-decay
-        rule (TF Model Garden's `exclude_from_layer_adaptation` default).
+      defaults: a value for every hyperparameter field except `flavor` (its quirks,
+        `eps_when_zero` and `adaptation_exclusion_follows_weight_decay`, included); `lr` is
+        absent where the implementation requires one.
     """
 
     name: str
     reproduces: str
     defaults: Mapping[str, Any]
-    eps_when_zero: float | None = None
-    adaptation_exclusion_follows_weight_decay: bool = False
 
     @property
     def lr_required(self) -> bool:
@@ -53,7 +49,8 @@ def _row(name: str, reproduces: str, *, lr: float | None, momentum: float, weigh
          exclude_wd: Exclude = _NO, exclude_adapt: Exclude = _NO, larc_clip: bool = False,
          larc_clip_on_fallback: bool = False, adapt_requires_weight_decay: bool = False,
          clip_before_norms: bool = False, momentum_correction: bool = False,
-         momentum_correction_tensors: int | None = None, **quirks: Any) -> Flavor:
+         momentum_correction_tensors: int | None = None, eps_when_zero: float | None = None,
+         adaptation_exclusion_follows_weight_decay: bool = False) -> Flavor:
     defaults: dict[str, Any] = dict(
         momentum=momentum, dampening=0.0, nesterov=False, weight_decay=weight_decay,
         trust_coefficient=trust_coefficient, eps=eps, larc_clip=larc_clip, maximize=False,
@@ -66,10 +63,12 @@ def _row(name: str, reproduces: str, *, lr: float | None, momentum: float, weigh
         momentum_correction=momentum_correction,
         momentum_correction_tensors=momentum_correction_tensors,
         exclude_from_weight_decay=exclude_wd, exclude_from_adaptation=exclude_adapt,
+        eps_when_zero=eps_when_zero,
+        adaptation_exclusion_follows_weight_decay=adaptation_exclusion_follows_weight_decay,
     )
     if lr is not None:
         defaults["lr"] = lr
-    return Flavor(name, reproduces, MappingProxyType(defaults), **quirks)
+    return Flavor(name, reproduces, MappingProxyType(defaults))
 
 
 #: The flavor table. Keys are public API.
@@ -175,8 +174,27 @@ def hyperparams(flavor: str = DEFAULT_FLAVOR, **overrides: Any) -> Hyperparams:
         raise HyperparameterError("lr", None, f"a learning rate: flavor {flavor!r} has no default")
     for name in ("exclude_from_weight_decay", "exclude_from_adaptation"):
         values[name] = as_exclude(values[name], name)
-    if row.adaptation_exclusion_follows_weight_decay and values["exclude_from_adaptation"].is_empty:
-        values["exclude_from_adaptation"] = values["exclude_from_weight_decay"]
-    if row.eps_when_zero is not None and values["eps"] == 0:
-        values["eps"] = row.eps_when_zero
     return Hyperparams(flavor=flavor, **values)
+
+
+def resolve(flavor: str | None = None, hyperparameters: Hyperparams | None = None,
+            **overrides: Any) -> Hyperparams:
+    """What every adapter's constructor takes: a flavor and overrides of its defaults, or a
+    `Hyperparams` as it is (with overrides on top). An override of None is no override.
+
+    >>> resolve(hyperparameters=hyperparams("mlperf", lr=0.1), lr=0.2).lr
+    0.2
+    """
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if hyperparameters is None:
+        return hyperparams(DEFAULT_FLAVOR if flavor is None else flavor, **overrides)
+    if not isinstance(hyperparameters, Hyperparams):
+        raise HyperparameterError("hyperparameters", hyperparameters, "None or a lars.Hyperparams")
+    if flavor is not None and flavor != hyperparameters.flavor:
+        raise HyperparameterError("flavor", flavor, f"None or {hyperparameters.flavor!r}, the flavor "
+                                  "of the hyperparameters given")
+    check_field_names(overrides)
+    for name in ("exclude_from_weight_decay", "exclude_from_adaptation"):
+        if name in overrides:
+            overrides[name] = as_exclude(overrides[name], name)
+    return hyperparameters.replace(**overrides) if overrides else hyperparameters

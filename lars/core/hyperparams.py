@@ -133,6 +133,8 @@ _VALIDATORS: Mapping[str, Callable[[str, Any], Any]] = {
     "momentum_correction_tensors": _correction_tensors,
     "exclude_from_weight_decay": _exclude,
     "exclude_from_adaptation": _exclude,
+    "eps_when_zero": _optional_positive,
+    "adaptation_exclusion_follows_weight_decay": _flag,
 }
 
 
@@ -151,6 +153,11 @@ class Hyperparams:
         ratio_outside:  v = m*v + (1-d)*u;        w -= lr*r*v
 
     Nesterov replaces the `v` that updates `w` by `increment + m*v`.
+
+    Two fields carry a flavor's quirks, so that `replace`, `to_dict`/`from_dict` and every
+    adapter keep its meaning: `eps_when_zero` (an `eps` of 0 becomes this, as MLPerf TF2's
+    `epsilon or 1e-7`) and `adaptation_exclusion_follows_weight_decay` (an empty adaptation rule
+    takes the weight-decay rule, as TF Model Garden's `exclude_from_layer_adaptation=None`).
     """
 
     flavor: str = "paper"
@@ -178,10 +185,14 @@ class Hyperparams:
     momentum_correction_tensors: int | None = None
     exclude_from_weight_decay: Exclude = field(default_factory=Exclude)
     exclude_from_adaptation: Exclude = field(default_factory=Exclude)
+    eps_when_zero: float | None = None
+    adaptation_exclusion_follows_weight_decay: bool = False
 
     def __post_init__(self) -> None:
         for name, validate in _VALIDATORS.items():
             object.__setattr__(self, name, validate(name, getattr(self, name)))
+        if self.eps == 0 and self.eps_when_zero is not None:  # MLPerf TF2's `epsilon or 1e-7`
+            object.__setattr__(self, "eps", self.eps_when_zero)
         if self.nesterov and (self.momentum <= 0.0 or self.dampening != 0.0):
             raise HyperparameterError(
                 "nesterov", True,
@@ -203,6 +214,13 @@ class Hyperparams:
         """A copy with `changes`, validated like a new one (unknown names are refused)."""
         check_field_names(changes)
         return dataclasses.replace(self, **changes)
+
+    @property
+    def adaptation_exclusion(self) -> Exclude:
+        """The rule that excludes tensors from adaptation, as the step applies it."""
+        if self.adaptation_exclusion_follows_weight_decay and self.exclude_from_adaptation.is_empty:
+            return self.exclude_from_weight_decay
+        return self.exclude_from_adaptation
 
     def with_lr(self, lr: float) -> Hyperparams:
         """The same hyperparameters with a new learning rate (validated)."""

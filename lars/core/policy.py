@@ -224,7 +224,7 @@ def plan(hp: Hyperparams, tensors: Iterable[tuple[str | None, Sequence[int]]]) -
         shape = tuple(int(s) for s in shape)
         no_wd = hp.exclude_from_weight_decay.excludes(name, shape)
         weight_decay = 0.0 if no_wd else hp.weight_decay
-        adapt = not hp.exclude_from_adaptation.excludes(name, shape)
+        adapt = not hp.adaptation_exclusion.excludes(name, shape)
         if hp.adapt_requires_weight_decay and weight_decay == 0.0:
             adapt = False
         plans.append(TensorPlan(name, shape, weight_decay, adapt))
