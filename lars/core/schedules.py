@@ -1,8 +1,11 @@
-"""Learning-rate schedules as math; each adapter maps them to its framework's schedule type.
+"""Learning-rate schedules as math, written once for every framework.
 
 A schedule is a frozen dataclass called with `t`, the number of updates applied before this
 one (0 for the first update, as TF and optax count). MXNet's schedulers count from 1: call
-`schedule(t + 1)` to reproduce one of them, or set `offset=1`.
+`schedule(t + 1)` to reproduce one of them, or set `offset=1`. `schedule(t)` is a Python
+float; `schedule.value(t, ops)` the same math on a framework's step counter (an array inside
+`jax.jit` or a `tf.function`), with its namespace (`lars.core.xp`): each adapter wraps that in its
+framework's schedule type.
 """
 
 from __future__ import annotations
@@ -10,8 +13,10 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
+from typing import Any
 
 from lars.core.errors import HyperparameterError
+from lars.core.xp import PYTHON, Ops
 
 
 def _check(name: str, value: object, *, positive: bool = False, integer: bool = False) -> None:
@@ -34,7 +39,10 @@ class Constant:
         _check("lr", self.lr)
 
     def __call__(self, t: int) -> float:
-        return float(self.lr)
+        return float(self.value(t))
+
+    def value(self, t: Any, ops: Ops = PYTHON) -> Any:
+        return ops.scalar(t) * 0.0 + self.lr
 
 
 @dataclass(frozen=True)
@@ -65,11 +73,15 @@ class WarmupPolynomial:
         _check("offset", self.offset, integer=True)
 
     def __call__(self, t: int) -> float:
-        s = t + self.offset
-        if self.warmup_steps > 0 and s <= self.warmup_steps:
-            return self.base_lr * s / self.warmup_steps
-        progress = min(s - self.warmup_steps, self.decay_steps) / self.decay_steps
-        return self.end_lr + (self.base_lr - self.end_lr) * float((1.0 - progress) ** self.power)
+        return float(self.value(t))
+
+    def value(self, t: Any, ops: Ops = PYTHON) -> Any:
+        s = ops.scalar(t) + self.offset
+        progress = ops.minimum(s - self.warmup_steps, self.decay_steps) / self.decay_steps
+        decay = self.end_lr + (self.base_lr - self.end_lr) * ops.power(1.0 - progress, self.power)
+        if self.warmup_steps == 0:
+            return decay
+        return ops.where(s <= self.warmup_steps, self.base_lr * s / self.warmup_steps, decay)
 
 
 @dataclass(frozen=True)
@@ -99,11 +111,15 @@ class WarmupCosine:
                                       f"an int > warmup_steps={self.warmup_steps}")
 
     def __call__(self, t: int) -> float:
-        s = t + self.offset
-        if s < self.warmup_steps:
-            return self.base_lr * s / self.warmup_steps
-        p = min(1.0, (s - self.warmup_steps) / (self.total_steps - self.warmup_steps))
-        return self.end_lr + (self.base_lr - self.end_lr) * (1.0 + math.cos(math.pi * p)) / 2.0
+        return float(self.value(t))
+
+    def value(self, t: Any, ops: Ops = PYTHON) -> Any:
+        s = ops.scalar(t) + self.offset
+        p = ops.minimum(1.0, (s - self.warmup_steps) / (self.total_steps - self.warmup_steps))
+        decay = self.end_lr + (self.base_lr - self.end_lr) * (1.0 + ops.cos(math.pi * p)) / 2.0
+        if self.warmup_steps == 0:
+            return decay
+        return ops.where(s < self.warmup_steps, self.base_lr * s / self.warmup_steps, decay)
 
 
 Schedule = Constant | WarmupPolynomial | WarmupCosine
