@@ -1,9 +1,10 @@
 """One nox session per environment. `python3 tools/nox.py` runs the default ones.
 
-lint       ruff over the whole tree
+lint       ruff over the whole tree; the import layering (import-linter)
 typecheck  mypy --strict over the package
-core       the core's tests and the conformance suite with the reference driver and its
-           meta-tests, on the newest NumPy and on NumPy 1.23.5 (MXNet's pin)
+core       the core's tests, the conformance suite with the reference driver and its
+           meta-tests, and with the compiled rule on NumPy (`rule`), on the newest NumPy and on
+           NumPy 1.23.5 (MXNet's pin)
 docs       mkdocs build --strict
 parity     the parity report (the README's main job)
 torch, jax, tensorflow, keras_jax, mxnet
@@ -38,6 +39,7 @@ TF_MODELS = ["tf-models-official==2.20.0", "tf-keras==2.21.0"]
 MXNET = ["mxnet==1.9.1", "numpy==1.23.5", "scikit-learn"]
 MATPLOTLIB = "matplotlib==3.11.2"
 RUFF = "ruff==0.17.6"
+IMPORT_LINTER = "import-linter==2.17"
 MYPY = "mypy==2.4.1"
 
 
@@ -59,8 +61,10 @@ def conformance(session: nox.Session, driver: str, env: dict[str, str] | None = 
 
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
-    session.install(RUFF)
+    """ruff, and the layering contracts of pyproject.toml (`lint-imports`)."""
+    session.install(RUFF, IMPORT_LINTER)
     session.run("ruff", "check", ".")
+    session.run("lint-imports", env={"PYTHONPATH": os.getcwd()})
 
 
 @nox.session(python=PYTHON)
@@ -77,6 +81,7 @@ def core(session: nox.Session, numpy: str) -> None:
     session.run("python", "-c", "import numpy; print('numpy', numpy.__version__)")
     session.run("pytest", "tests", "conformance", "--driver", "reference", "-q",
                 "-p", "no:cacheprovider", *BACKEND_TESTS, *session.posargs)
+    conformance(session, "rule")  # the compiled rule on NumPy: its algebra, before any framework
 
 
 @nox.session(python=PYTHON)

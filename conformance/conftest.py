@@ -55,3 +55,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             for case in CASES
         ]
         metafunc.parametrize("conformance_case", params)
+
+
+@pytest.fixture(scope="session")
+def conformance_driver(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """The driver named by `--driver`, checked to run here."""
+    from lars.conformance.drivers import get_driver
+
+    driver = get_driver(request.config.getoption("--driver"))
+    reason = driver.unavailable_reason()
+    assert reason is None, f"driver {driver.name} cannot run here: {reason}"
+    return driver

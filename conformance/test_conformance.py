@@ -1,16 +1,59 @@
-"""Every flavor x case x dtype of the selected driver, against the reference."""
+"""Every flavor x case x dtype of the selected driver, against the reference; and mixtures of
+axis values that no flavor ships, which reach every backend through the core alone."""
 
 from __future__ import annotations
 
-from lars.conformance.runner import run_case
+import pytest
+
+from lars.conformance.runner import CaseResult, run_case, run_hyperparams
+from lars.core.flavors import hyperparams
+from lars.core.hyperparams import Hyperparams
+from lars.core.policy import Exclude
+
+
+def check(driver, result: CaseResult) -> None:  # type: ignore[no-untyped-def]
+    if result.refused:  # the backend documents that it cannot do this exactly, and says so up front
+        assert result.error is not None and "HyperparameterError" in result.error
+        return
+    assert result.passed, result.summary() + f"; per tensor after the last step: {result.final_deviation}"
 
 
 def test_matches_reference(conformance_case):  # type: ignore[no-untyped-def]
     driver, flavor, case, dtype = conformance_case
     reason = driver.unavailable_reason()
     assert reason is None, f"driver {driver.name} cannot run here: {reason}"
-    result = run_case(driver, flavor, case, dtype)
-    if result.refused:  # the backend documents that it cannot do this exactly, and says so up front
-        assert result.error is not None and "HyperparameterError" in result.error
-        return
-    assert result.passed, result.summary() + f"; per tensor after the last step: {result.final_deviation}"
+    check(driver, run_case(driver, flavor, case, dtype))
+
+
+#: Hyperparams built from axis values as no public implementation combines them. Each one is
+#: a plain `Hyperparams`: no backend has heard of it, so matching the reference shows that a new
+#: combination (or a new axis value) needs the core only.
+MIXTURES: dict[str, Hyperparams] = {
+    # gradient-only ratio, SGD-style momentum from a copy, dampening, LARC clip on the fallback
+    # too, weight decay dropped on the fallback, a guard on the denominator, maximize, rescale
+    "grad_sgd_copy_larc": hyperparams("paper", lr=0.1).replace(
+        trust_denominator="grad", momentum_style="sgd", buffer_start="copy", dampening=0.25,
+        larc_clip=True, larc_clip_on_fallback=True, zero_norm_rule="weight_and_denominator",
+        weight_decay_on_fallback=False, eps=1e-6, trust_coefficient=0.02, weight_decay=1e-2,
+        maximize=True, grad_rescale=2.0, grad_clip_value=0.1, clip_before_norms=True,
+        exclude_from_adaptation=Exclude.ndim_at_most(0)),
+    # the ratio from the momentum output, with nesterov, MXNet's momentum correction on the
+    # first two tensors and element-wise clipping
+    "update_nesterov_corrected": hyperparams("paper", lr=0.1).replace(
+        trust_denominator="update", momentum_style="ratio_outside", nesterov=True,
+        momentum_correction=True, momentum_correction_tensors=2, weight_decay=1e-2,
+        grad_clip_value=0.03, exclude_from_weight_decay=Exclude.regex("bias")),
+    # combined norm, heavy-ball from a copy, adaptation only with weight decay (excluded for
+    # vectors), eps from the MLPerf quirk, and the global-norm clip seen by the norms
+    "combined_copy_clipped": hyperparams("paper", lr=0.1).replace(
+        trust_denominator="combined", buffer_start="copy", adapt_requires_weight_decay=True,
+        exclude_from_weight_decay=Exclude.ndim_in(1), eps=0.0, eps_when_zero=1e-3, weight_decay=5e-3,
+        grad_clip_norm=0.3, clip_before_norms=True, momentum=0.8),
+}
+
+
+@pytest.mark.parametrize("case", ["loss_gradients", "zero_norms", "warmup_poly_schedule"])
+@pytest.mark.parametrize("mixture", list(MIXTURES))
+def test_a_mixture_never_shipped_as_a_flavor(conformance_driver, mixture, case):  # type: ignore[no-untyped-def]
+    for dtype in conformance_driver.dtypes:
+        check(conformance_driver, run_hyperparams(conformance_driver, MIXTURES[mixture], case, dtype))

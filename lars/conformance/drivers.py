@@ -103,6 +103,7 @@ class ReferenceDriver:
 #: driver name -> "module:attribute" of a factory returning the driver; imported lazily.
 DRIVERS: Mapping[str, str] = {
     "reference": "lars.conformance.drivers:ReferenceDriver",
+    "rule": "lars.conformance.rule_driver:RuleDriver",
     "torch": "lars.conformance.torch_driver:TorchDriver",
     "torch-foreach": "lars.conformance.torch_driver:multi_tensor",
     "torch-single": "lars.conformance.torch_driver:single_tensor",

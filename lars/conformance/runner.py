@@ -100,10 +100,9 @@ def drive(run: Run, hp: Hyperparams, case: Case, dtype: str,
 
 
 @lru_cache(maxsize=1024)
-def reference_trajectory(flavor: str, case_name: str, dtype: str) -> Trajectory:
-    """The float64 reference, from the case's values rounded to `dtype`."""
+def reference_trajectory(hp: Hyperparams, case_name: str, dtype: str) -> Trajectory:
+    """The float64 reference of `hp` on a case's problem, from its values rounded to `dtype`."""
     case = CASES[case_name]
-    hp = case_hyperparams(flavor, case)
     start = _rounded(case.initial_params(), dtype)
     run = ReferenceRun(hp, start)
     params, param_scales, ratios, ratio_scales = [], [], [], []
@@ -184,13 +183,23 @@ class CaseResult:
 
 def run_case(driver: Driver, flavor: str, case_name: str, dtype: str) -> CaseResult:
     """Runs `driver` through one case and measures its deviation from the reference."""
+    try:
+        hp = case_hyperparams(flavor, CASES[case_name])
+    except HyperparameterError as exc:
+        return CaseResult(driver.name, flavor, case_name, dtype, TOLERANCES[dtype],
+                          error=f"{type(exc).__name__}: {exc}")
+    return run_hyperparams(driver, hp, case_name, dtype)
+
+
+def run_hyperparams(driver: Driver, hp: Hyperparams, case_name: str, dtype: str) -> CaseResult:
+    """Runs `driver` with `hp` on one case's problem (its tensors, gradients and schedule; not
+    its overrides) and measures its deviation from the reference."""
     case = CASES[case_name]
-    result = CaseResult(driver.name, flavor, case_name, dtype, TOLERANCES[dtype])
-    ref = reference_trajectory(flavor, case_name, dtype)
+    result = CaseResult(driver.name, hp.flavor, case_name, dtype, TOLERANCES[dtype])
+    ref = reference_trajectory(hp, case_name, dtype)
     # A peer library exposes only its parameters; an adapter is compared on everything.
     compares = getattr(driver, "compares", ("params", "buffers", "ratios"))
     try:
-        hp = case_hyperparams(flavor, case)
         run = driver.start(hp, _rounded(case.initial_params(), dtype))
         seconds = 0.0
         for t, (params, ratios, spent) in enumerate(drive(run, hp, case, dtype)):

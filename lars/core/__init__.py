@@ -1,6 +1,6 @@
 """The pure-math core: NumPy only, no framework import, ever."""
 
-from lars.core import reference, schedules
+from lars.core import reference, rule, schedules
 from lars.core.config import Config, config_from_dict, default_config, load_config, loads_config
 from lars.core.errors import (
     ConfigError,
@@ -11,7 +11,7 @@ from lars.core.errors import (
     ShardingError,
     StateError,
 )
-from lars.core.flavors import DEFAULT_FLAVOR, FLAVORS, Flavor, get_flavor, hyperparams
+from lars.core.flavors import DEFAULT_FLAVOR, FLAVORS, Flavor, get_flavor, hyperparams, resolve
 from lars.core.hyperparams import AXES, Hyperparams
 from lars.core.policy import Exclude, TensorPlan, as_exclude, plan
 from lars.core.reference import StepResult
@@ -22,5 +22,5 @@ __all__ = [
     "HyperparameterError", "Hyperparams", "LarsError", "SavedState", "ShapeError", "ShardingError", "State",
     "StateError", "StepResult", "TensorPlan", "as_exclude", "config_from_dict", "default_config",
     "get_flavor", "hyperparams", "load_config", "load_state", "loads_config", "plan", "reference",
-    "save_state", "schedules",
+    "resolve", "rule", "save_state", "schedules",
 ]

@@ -1,0 +1,91 @@
+"""The few array operations the compiled rule and the schedules need, per array library.
+
+The core's numerical code (`lars.core.rule`, `lars.core.schedules`) is written once against an
+`Ops` object, in the einops style: a handful of functions, one small class per library. This
+module has NumPy's and plain Python's; each backend adds its library's beside its adapter.
+Arithmetic, comparisons and `&`/`|` on masks are the library's own operators; every value
+that enters is either a Python number (static: decided while tracing) or an array of the
+library, 0-d (a scalar of this step) or 1-d (one entry per tensor).
+
+Why not the array API standard (`array-api-compat`, as scikit-learn and SciPy use)? It covers
+NumPy, PyTorch and JAX, but not TensorFlow, Keras's `keras.ops` nor MXNet, three of the five
+places this code runs; eight functions per library are less than one extra dependency.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+
+class Ops:
+    """The interface, implemented for NumPy arrays of one dtype (`dtype`).
+
+    A backend subclasses it (or writes the same eight methods) for its library, bound to the
+    dtype and device its vectors are computed in.
+    """
+
+    def __init__(self, dtype: Any = np.float64) -> None:
+        self.dtype = np.dtype(dtype)
+
+    def vector(self, values: Any) -> Any:
+        """A 1-d array of this dtype from Python numbers (constant: a backend may cache it)."""
+        return np.asarray(values, dtype=self.dtype)
+
+    def scalar(self, value: Any) -> Any:
+        """A step's value in this dtype; a Python number stays one (it is static)."""
+        return value if isinstance(value, (int, float)) else np.asarray(value, dtype=self.dtype)
+
+    def where(self, condition: Any, x: Any, y: Any) -> Any:
+        return np.where(condition, x, y)
+
+    def sqrt(self, x: Any) -> Any:
+        return np.sqrt(x)
+
+    def minimum(self, x: Any, y: Any) -> Any:
+        return np.minimum(x, y)
+
+    def cos(self, x: Any) -> Any:
+        return np.cos(x)
+
+    def power(self, x: Any, y: Any) -> Any:
+        return np.power(x, y)
+
+    def clip(self, x: Any, low: float, high: float) -> Any:
+        """Element-wise clip of a gradient into `[low, high]`, in its own dtype."""
+        return np.clip(x, x.dtype.type(low), x.dtype.type(high))
+
+
+class PythonOps(Ops):
+    """Plain Python numbers: the schedules' values on the host, exactly as `math` computes them."""
+
+    def __init__(self) -> None:
+        super().__init__(np.float64)
+
+    def scalar(self, value: Any) -> Any:
+        return float(value)
+
+    def where(self, condition: Any, x: Any, y: Any) -> Any:
+        return x if condition else y
+
+    def sqrt(self, x: Any) -> Any:
+        return math.sqrt(x)
+
+    def minimum(self, x: Any, y: Any) -> Any:
+        return min(x, y)
+
+    def cos(self, x: Any) -> Any:
+        return math.cos(x)
+
+    def power(self, x: Any, y: Any) -> Any:
+        return float(x ** y)
+
+
+PYTHON = PythonOps()
+
+
+def is_static(value: Any) -> bool:
+    """Whether `value` is a Python number (known while tracing), not an array of a step."""
+    return isinstance(value, (bool, int, float))
