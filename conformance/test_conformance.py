@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from lars.conformance.cases import CASES
 from lars.conformance.runner import CaseResult, run_case, run_hyperparams
-from lars.core.flavors import hyperparams
+from lars.core.errors import HyperparameterError
+from lars.core.flavors import FLAVORS, hyperparams
 from lars.core.hyperparams import Hyperparams
 from lars.core.policy import Exclude
 
@@ -57,3 +59,25 @@ MIXTURES: dict[str, Hyperparams] = {
 def test_a_mixture_never_shipped_as_a_flavor(conformance_driver, mixture, case):  # type: ignore[no-untyped-def]
     for dtype in conformance_driver.dtypes:
         check(conformance_driver, run_hyperparams(conformance_driver, MIXTURES[mixture], case, dtype))
+
+
+#: MLPerf's `eps = 0` means 1e-7 (its `epsilon or 1e-7`): a `Hyperparams` carries that meaning.
+MLPERF_EPS_ZERO = hyperparams("mlperf", lr=0.1).replace(eps=0.0)
+
+
+@pytest.mark.parametrize("name", [*FLAVORS, *MIXTURES, "mlperf_eps_zero"])
+def test_the_adapter_keeps_the_hyperparameters_it_is_given(conformance_driver, name):  # type: ignore[no-untyped-def]
+    hp = MIXTURES.get(name) or (MLPERF_EPS_ZERO if name == "mlperf_eps_zero" else hyperparams(name, lr=0.1))
+    params = CASES["flavor_defaults"].initial_params()
+    try:
+        dtype = conformance_driver.dtypes[0]
+        run = conformance_driver.start(hp, {n: p.astype(dtype) for n, p in params.items()})
+    except HyperparameterError as exc:
+        assert exc.field in getattr(conformance_driver, "refuses", {}), exc
+        return
+    assert run.hyperparameters() == hp
+
+
+def test_mlperf_eps_replaced_by_zero_steps_as_the_reference(conformance_driver):  # type: ignore[no-untyped-def]
+    for dtype in conformance_driver.dtypes:
+        check(conformance_driver, run_hyperparams(conformance_driver, MLPERF_EPS_ZERO, "zero_norms", dtype))

@@ -39,6 +39,9 @@ class Run(Protocol):
     def trust_ratios(self) -> dict[str, float]:
         """The trust ratio each tensor used in the last step."""
 
+    def hyperparameters(self) -> Hyperparams:
+        """The `Hyperparams` the adapter holds (it was given them as they are)."""
+
 
 class Driver(Protocol):
     """A backend as the conformance suite sees it."""
@@ -80,6 +83,9 @@ class ReferenceRun:
 
     def trust_ratios(self) -> dict[str, float]:
         return dict(self._ratios)
+
+    def hyperparameters(self) -> Hyperparams:
+        return self._hp
 
 
 class ReferenceDriver:

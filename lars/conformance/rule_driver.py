@@ -1,9 +1,10 @@
 """The compiled rule (`lars.core.rule`) run on NumPy, as a backend would run it.
 
-Its algebra (every flavor as one affine update) is checked against the independent reference
-by the conformance suite in the `core` session, before any framework runs it: the norms are
-NumPy's (float32 summed in float64, as the reference does), the kernel the module docstring's
-expanded form `v' = a·v + b·g + c·w`, `w' = w - (d·v' + e·g + f·w)`, term by term.
+Its algebra (every flavor as one affine update) and the step's order (`lars.core.step`) are
+checked against the independent reference by the conformance suite in the `core` session,
+before any framework runs them: the norms are NumPy's (float32 summed in float64, as the
+reference does), the kernel the expanded form `v' = a·v + b·g + c·w`,
+`w' = w - (d·v' + e·g + f·w)`, term by term. It is also the smallest backend there is.
 """
 
 from __future__ import annotations
@@ -17,21 +18,16 @@ from lars.core.hyperparams import Hyperparams
 from lars.core.policy import plan
 from lars.core.rule import Coefficients, Request, Rule, at
 from lars.core.state import State
+from lars.core.step import Batch, Job, assemble, jobs, step
 from lars.core.xp import Ops, is_static
 
 Array = np.ndarray
 
 
-def sums_of_squares(requests: Sequence[Request], size: int, dtype: Any) -> list[Array]:
-    """Each request's vector of sums of squares (zero outside `only`), in `dtype`."""
-    out = []
-    for request in requests:
-        sums = np.zeros(size, dtype=dtype)
-        for i in request.only:
-            x = sum(t[i] if c is None else at(c, i) * t[i] for c, t in request.terms)
-            sums[i] = np.sum(np.square(np.asarray(x, dtype=np.float64)))
-        out.append(sums)
-    return out
+def sum_of_squares(job: Job, dtype: Any) -> Any:
+    """`||Σ c·t||²`, summed in float64 (as the reference's norms), in `dtype`."""
+    x = sum(t if c is None else c * t for c, t in job)
+    return np.dtype(dtype).type(np.sum(np.square(np.asarray(x, dtype=np.float64))))
 
 
 def affine(x: Array, *terms: tuple[Any, Array | None]) -> Array:
@@ -40,6 +36,26 @@ def affine(x: Array, *terms: tuple[Any, Array | None]) -> Array:
         if t is not None and not (is_static(c) and c == 0):
             x = x + c * t
     return x
+
+
+class NumpyBackend:
+    """Sums of squares and the expanded affine kernel, term by term, on NumPy arrays."""
+
+    def sums_of_squares(self, requests: Sequence[tuple[Batch, Sequence[Request]]]) -> list[list[Any]]:
+        return [assemble(r, [sum_of_squares(j, b.ops.dtype) for j in jobs(r)], b.ops.vector)
+                for b, r in requests]
+
+    def update(self, batch: Batch, c: Coefficients, *, buffers: bool = True, weights: bool = True) -> None:
+        w, g = batch.weights, batch.prepared
+        if buffers and c.momentum is not None:
+            a, bk, bl = c.buffer_terms()
+            batch.buffers = [affine(at(a, i) * v, (at(bk, i), g[i]), (at(bl, i), w[i]))
+                             for i, v in enumerate(batch.buffers)]
+        if weights:
+            d, e, f = c.weight_terms()
+            v = batch.buffers if c.momentum is not None else [None] * len(w)
+            batch.weights = [w[i] - affine(np.zeros_like(w[i]), (at(d, i), v[i]), (at(e, i), g[i]),
+                                           (at(f, i), w[i])) for i in range(len(w))]
 
 
 class RuleRun:
@@ -52,41 +68,19 @@ class RuleRun:
 
     def step(self, grads: Mapping[str, Array | None], lr: float) -> None:
         names = [n for n in self._params if grads.get(n) is not None]
-        rule = Rule(self._hp, plan(self._hp, [(n, self._params[n].shape) for n in names]))
-        ops, n = Ops(self._dtype), len(names)
-        weights = [self._params[k] for k in names]
-        raw = [np.asarray(grads[k], dtype=self._dtype) for k in names]
-        prepared = rule.prepare(ops, raw)
-        gamma: Any = 1.0
-        if clip := rule.clip_requests(prepared):
-            gamma = rule.clip_factor(ops, sums_of_squares(clip, n, np.float64)[0].sum())
-        sums = sums_of_squares(rule.norm_requests(weights, raw, prepared, gamma), n, self._dtype)
         old = dict(self._state.momentum_buffers)
-        first = tuple(k not in old for k in names)
-        c = rule.coefficients(ops, sums, lr, gamma=gamma, last_lr=self._state.last_lr, first=first)
-        buffers = [old.get(k, np.zeros_like(w)) for k, w in zip(names, weights, strict=True)]
-        if c.momentum is not None:
-            a, bk, bl = c.buffer_terms()
-            buffers = [affine(at(a, i) * v, (at(bk, i), prepared[i]), (at(bl, i), weights[i]))
-                       for i, v in enumerate(buffers)]
-        if c.pending:
-            c = rule.finish(ops, c, sums_of_squares(rule.direction_requests(weights, prepared, buffers, c), n,
-                                                     self._dtype), lr)
-        self._apply(names, weights, prepared, buffers, c, lr)
-
-    def _apply(self, names: list[str], weights: list[Array], prepared: list[Array], buffers: list[Array],
-               c: Coefficients, lr: float) -> None:
-        d, e, f = c.weight_terms()
-        new_buffers = dict(self._state.momentum_buffers)
-        for i, k in enumerate(names):
-            buffer = buffers[i] if c.momentum is not None else None
-            step = affine(np.zeros_like(weights[i]), (at(d, i), buffer), (at(e, i), prepared[i]),
-                          (at(f, i), weights[i]))
-            self._params[k] = (weights[i] - step).astype(self._dtype)
-            if c.momentum is not None:
-                new_buffers[k] = buffers[i].astype(self._dtype)
-        self._ratios = {k: float(at(c.trust_ratio, i)) for i, k in enumerate(names)}
-        self._state = State(self._state.step + 1, float(lr), new_buffers)
+        batch = Batch(Rule(self._hp, plan(self._hp, [(n, self._params[n].shape) for n in names])),
+                      Ops(self._dtype), [self._params[n] for n in names],
+                      [np.asarray(grads[n], dtype=self._dtype) for n in names],
+                      [old.get(n, np.zeros_like(self._params[n])) for n in names], lr,
+                      last_lr=self._state.last_lr, first=tuple(n not in old for n in names))
+        step([batch], NumpyBackend())
+        self._params.update(zip(names, batch.weights, strict=True))
+        if batch.rule.has_buffer:
+            old.update(zip(names, batch.buffers, strict=True))
+        assert batch.coefficients is not None
+        self._ratios = {n: float(at(batch.coefficients.trust_ratio, i)) for i, n in enumerate(names)}
+        self._state = State(self._state.step + 1, float(lr), old)
 
     def params(self) -> dict[str, Array]:
         return dict(self._params)
@@ -100,6 +94,9 @@ class RuleRun:
 
     def trust_ratios(self) -> dict[str, float]:
         return dict(self._ratios)
+
+    def hyperparameters(self) -> Hyperparams:
+        return self._hp
 
 
 class RuleDriver:

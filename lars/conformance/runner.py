@@ -147,6 +147,9 @@ class _Float64:
     def trust_ratios(self) -> dict[str, float]:
         return self._run.trust_ratios()
 
+    def hyperparameters(self) -> Hyperparams:
+        return self._run.hyperparameters()
+
 
 @dataclass
 class CaseResult:

@@ -70,10 +70,12 @@ def at(x: Any, i: int) -> Any:
 @dataclass(frozen=True)
 class Request:
     """Sums of squares a step needs: `||Σ_k c_k·T_k||²` of each tensor in `only` (zero for the
-    others), for terms `(c_k, T_k)`; `c_k` is None (one), a number, or one value per tensor."""
+    others, up to `size`), for terms `(c_k, T_k)`; `c_k` is None (one), a number, or one value
+    per tensor."""
 
     terms: tuple[tuple[Any, Sequence[Any]], ...]
     only: tuple[int, ...]
+    size: int
 
 
 @dataclass(frozen=True)
@@ -148,7 +150,7 @@ class Rule:
         if self.hp.grad_clip_norm is None:
             return []
         scale = None if self.gradient_clip is not None else self.gradient_sign_scale
-        return [Request(((scale, prepared),), tuple(range(self.size)))]
+        return [Request(((scale, prepared),), tuple(range(self.size)), self.size)]
 
     def clip_factor(self, ops: Ops, total: Any) -> Any:
         """`gamma = c/||G||` where the global norm `||G|| = sqrt(total)` exceeds `c`, else 1."""
@@ -173,7 +175,7 @@ class Rule:
         scale = product(1.0 if before else self.gradient_sign_scale, gamma if hp.clip_before_norms else 1.0)
         made = {"w": _terms((None, weights)), "g": _terms((scale, source)),
                 "u": _terms((scale, source), (self._decays(None, numbers), weights))}
-        return [Request(made[name], only) for name in self.norm_names]
+        return [Request(made[name], only, self.size) for name in self.norm_names]
 
     def direction_requests(self, weights: Sequence[Any], prepared: Sequence[Any], buffers: Sequence[Any],
                            coefficients: Coefficients) -> list[Request]:
@@ -186,7 +188,7 @@ class Rule:
             direction = _terms((a, buffers), (bk, prepared), (bl, weights))
         else:
             direction = _terms((None, buffers))
-        return [Request(_terms((None, weights)), only), Request(direction, only)]
+        return [Request(_terms((None, weights)), only, self.size), Request(direction, only, self.size)]
 
     # Coefficients ------------------------------------------------------------------------------
     def coefficients(self, ops: Ops, sums: Sequence[Any], lr: Any, *, gamma: Any = 1.0,
