@@ -1,0 +1,49 @@
+"""The adapters translate; the core decides. No adapter names a variant axis in its code (its
+docstrings may), so no flavor's rule can be re-decided in a backend's dialect, and the adapters
+stay small (the rule lives once, in `lars.core.rule`)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+BACKENDS = Path(__file__).resolve().parent.parent / "lars" / "backends"
+#: The fields of `Hyperparams` that choose a variant of the rule (not the framework's own
+#: numbers, such as momentum or weight decay, nor the exclusion rules users pass natively).
+AXES = ("trust_denominator", "momentum_style", "larc_clip", "larc_clip_on_fallback", "buffer_start",
+        "zero_norm_rule", "clip_before_norms", "grad_clip_norm", "momentum_correction",
+        "momentum_correction_tensors", "weight_decay_on_fallback", "adapt_requires_weight_decay")
+LINES = 1500
+
+
+def code_words(path: Path) -> set[str]:
+    """Every identifier, attribute, keyword and string constant of a module, docstrings aside."""
+    tree = ast.parse(path.read_text())
+    docstrings = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                docstrings.add(id(first.value))
+    words: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            words.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            words.add(node.attr)
+        elif (isinstance(node, ast.keyword) and node.arg) or isinstance(node, ast.arg):
+            words.add(node.arg)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            words.update(node.value.replace(".", " ").replace(",", " ").split())
+    return words
+
+
+def test_no_backend_names_a_variant_axis():
+    found = {f"{path.relative_to(BACKENDS)}: {word}" for path in BACKENDS.rglob("*.py")
+             for word in code_words(path) & set(AXES)}
+    assert not found, f"variant axes decided in a backend: {sorted(found)}"
+
+
+def test_the_backends_stay_small():
+    lines = {str(p.relative_to(BACKENDS)): len(p.read_text().splitlines()) for p in BACKENDS.rglob("*.py")}
+    assert sum(lines.values()) <= LINES, f"{sum(lines.values())} lines in lars/backends: {lines}"
