@@ -192,7 +192,7 @@ class Rule:
 
     # Coefficients ------------------------------------------------------------------------------
     def coefficients(self, ops: Ops, sums: Sequence[Any], lr: Any, *, gamma: Any = 1.0,
-                     last_lr: Any = None, first: Any = False, position: int = 0,
+                     last_lr: Any = None, first: Any = False, position: int | Sequence[int] = 0,
                      numbers: Mapping[str, Any] | None = None) -> Coefficients:
         """The step's coefficients from the sums of `norm_requests` (in `ops`' dtype).
 
@@ -202,8 +202,8 @@ class Rule:
           last_lr, first: the previous step's lr (None if there was none) and whether this is
             the first step (a bool, one per tensor, or an array): MXNet's momentum correction
             and a copy start read them.
-          position: the first tensor's place in the step (MXNet's correction reaches the first
-            `momentum_correction_tensors` tensors of a step).
+          position: the first tensor's place in the step, or each tensor's (MXNet's correction
+            reaches the first `momentum_correction_tensors` tensors of a step).
           numbers: arrays standing in for some of `NUMBERS` (traced hyperparameters).
         """
         hp = self.hp
@@ -291,7 +291,8 @@ class Rule:
             adapt = adapt & (decay != 0)
         return adapt
 
-    def _momentum(self, ops: Ops, m: Any, lr: Any, last_lr: Any, first: Any, position: int) -> Any:
+    def _momentum(self, ops: Ops, m: Any, lr: Any, last_lr: Any, first: Any,
+                  position: int | Sequence[int]) -> Any:
         """`a`: the momentum, or MXNet's `m·lr/lr_prev` for the first tensors of a step."""
         hp = self.hp
         if not self.has_buffer:
@@ -299,7 +300,8 @@ class Rule:
         if not hp.momentum_correction or last_lr is None or first is True:
             return m
         limit = hp.momentum_correction_tensors
-        reached = [limit is None or position + i < limit for i in range(self.size)]
+        places = range(position, position + self.size) if isinstance(position, int) else position
+        reached = [limit is None or p < limit for p in places]
         if not any(reached):
             return m
         if is_static(last_lr) and is_static(first):

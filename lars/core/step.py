@@ -41,7 +41,7 @@ class Batch:
     lr: Any
     last_lr: Any = None
     first: Any = False
-    position: int = 0
+    position: int | Sequence[int] = 0
     numbers: Mapping[str, Any] | None = None
     prepared: list[Any] = field(default_factory=list)
     coefficients: Coefficients | None = None
@@ -55,7 +55,11 @@ class Backend(Protocol):
 
     def update(self, batch: Batch, coefficients: Coefficients, *, buffers: bool = True,
                weights: bool = True) -> None:
-        """The affine update of the batch's tensors: the buffers, the weights, or both."""
+        """The affine update of the batch's tensors: the buffers, the weights, or both.
+
+        A backend may also have `check(batch, coefficients)`, called for every batch before any
+        update: it raises if its kernel cannot run them, and then nothing has changed.
+        """
 
 
 def step(batches: Sequence[Batch], backend: Backend) -> None:
@@ -71,8 +75,13 @@ def step(batches: Sequence[Batch], backend: Backend) -> None:
     norms = backend.sums_of_squares(
         [(b, b.rule.norm_requests(b.weights, b.grads, b.prepared, gamma, b.numbers)) for b in batches])
     for b, sums in zip(batches, norms, strict=True):
-        c = b.rule.coefficients(b.ops, sums, b.lr, gamma=gamma, last_lr=b.last_lr, first=b.first,
-                                position=b.position, numbers=b.numbers)
+        b.coefficients = b.rule.coefficients(b.ops, sums, b.lr, gamma=gamma, last_lr=b.last_lr,
+                                             first=b.first, position=b.position, numbers=b.numbers)
+        if check := getattr(backend, "check", None):
+            check(b, b.coefficients)
+    for b in batches:
+        c = b.coefficients
+        assert c is not None
         if c.pending:
             backend.update(b, c, weights=False)
             (direction,) = backend.sums_of_squares(
