@@ -18,10 +18,7 @@ class TorchRun:
     def __init__(self, hp: Hyperparams, params: Mapping[str, Array], **options: object) -> None:
         self._params = {n: torch.nn.Parameter(torch.from_numpy(np.array(p, copy=True)))
                         for n, p in params.items()}
-        values = hp.to_dict() | {"exclude_from_weight_decay": hp.exclude_from_weight_decay,
-                                 "exclude_from_adaptation": hp.exclude_from_adaptation}
-        flavor = values.pop("flavor")
-        self.optimizer = LARS(list(self._params.items()), flavor=flavor, **values, **options)  # type: ignore[arg-type]
+        self.optimizer = LARS(list(self._params.items()), hyperparameters=hp, **options)  # type: ignore[arg-type]
 
     def step(self, grads: Mapping[str, Array | None], lr: float) -> None:
         for name, p in self._params.items():
@@ -41,6 +38,9 @@ class TorchRun:
 
     def trust_ratios(self) -> dict[str, float]:
         return self.optimizer.trust_ratios()
+
+    def hyperparameters(self) -> Hyperparams:
+        return self.optimizer.hyperparameters
 
 
 class TorchDriver:

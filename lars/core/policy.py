@@ -212,6 +212,12 @@ class TensorPlan:
     adapt: bool
 
 
+def plan_inputs(hp: Hyperparams) -> tuple[Any, ...]:
+    """What `plan` reads of `hp`: a plan made for one value holds for another with equal inputs
+    (a key for an adapter's cache of plans)."""
+    return hp.weight_decay, hp.adapt_requires_weight_decay, hp.exclude_from_weight_decay, hp.adaptation_exclusion
+
+
 def plan(hp: Hyperparams, tensors: Iterable[tuple[str | None, Sequence[int]]]) -> tuple[TensorPlan, ...]:
     """One `TensorPlan` per `(name, shape)`, in order: the only place exclusion is decided.
 

@@ -39,7 +39,8 @@ class Ops:
         return value if isinstance(value, (int, float)) else np.asarray(value, dtype=self.dtype)
 
     def where(self, condition: Any, x: Any, y: Any) -> Any:
-        return np.where(condition, x, y)
+        out = np.where(condition, x, y)
+        return out.astype(self.dtype, copy=False) if out.dtype.kind == "f" else out
 
     def sqrt(self, x: Any) -> Any:
         return np.sqrt(x)

@@ -75,8 +75,7 @@ def torch_learner(hp: Hyperparams, params: Mapping[str, Array]) -> Learner:
     from lars.backends.torch import LARS
 
     weights = {n: torch.nn.Parameter(torch.from_numpy(np.array(p, copy=True))) for n, p in params.items()}
-    flavor, lr, values = adapter_arguments(hp)
-    optimizer = LARS(list(weights.items()), lr=lr, flavor=flavor, **values)
+    optimizer = LARS(list(weights.items()), hyperparameters=hp)
     layers = layer_names(params)
 
     def logits(x: torch.Tensor) -> torch.Tensor:

@@ -149,9 +149,7 @@ def functional_steps(model: nn.Module, rank: int, world: int) -> dict[str, Any]:
         x, y = batch(step, rank, world)
         model.zero_grad()
         nn.functional.mse_loss(model(x), y).backward()
-        group = TensorGroup(params=params, grads=[p.grad for p in params], buffers=buffers,  # type: ignore[misc]
-                            weight_decays=[hp.weight_decay] * len(params), adapt=[True] * len(params),
-                            momenta=[hp.momentum] * len(params))
+        group = TensorGroup(params=params, grads=[p.grad for p in params], buffers=buffers)  # type: ignore[misc]
         with torch.no_grad(), counting_all_reduces(record["all_reduces"]):
             ratios = lars(hp, group, hp.lr)
         buffers = group.buffers

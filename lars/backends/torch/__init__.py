@@ -1,5 +1,5 @@
-"""The PyTorch adapter: `LARS`, a `torch.optim.Optimizer`, and the core's schedules as torch
-LR schedulers. Importing this module imports torch."""
+"""The PyTorch adapter: `LARS`, a `torch.optim.Optimizer`, its functional form `lars()`, and the
+core's schedules as torch LR schedulers. Importing this module imports torch."""
 
 from lars.backends.torch.functional import lars
 from lars.backends.torch.optimizer import LARS
