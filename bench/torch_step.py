@@ -31,6 +31,12 @@ def sgd(tensors: Tensors, dtype: str) -> Step:
     return torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=1e-4, foreach=True).step
 
 
+def sgd_fused(tensors: Tensors, dtype: str) -> Step:
+    """torch's fastest optimizer step: the fused CPU kernel."""
+    params = parameters(tensors, dtype)
+    return torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=1e-4, fused=True).step
+
+
 def peer(tensors: Tensors, dtype: str) -> Step:
     params = parameters(tensors, dtype)
     grads = [p.grad.clone() for p in params]  # type: ignore[union-attr]
@@ -55,7 +61,8 @@ def backend() -> Backend:
         name="torch",
         versions={"torch": torch.__version__, "pytorch_optimizer": version("pytorch_optimizer"),
                   "threads": str(torch.get_num_threads())},
-        variants={"torch SGD foreach": sgd, "pytorch_optimizer LARS": peer, "lars paper": ours},
+        variants={"torch SGD foreach": sgd, "torch SGD fused": sgd_fused, "pytorch_optimizer LARS": peer,
+                  "lars paper": ours},
         targets=(Target("lars paper", "torch SGD foreach", 1.0),
                  Target("lars paper", "pytorch_optimizer LARS", 0.5)),
     )

@@ -215,7 +215,8 @@ class TensorPlan:
 def plan_inputs(hp: Hyperparams) -> tuple[Any, ...]:
     """What `plan` reads of `hp`: a plan made for one value holds for another with equal inputs
     (a key for an adapter's cache of plans)."""
-    return hp.weight_decay, hp.adapt_requires_weight_decay, hp.exclude_from_weight_decay, hp.adaptation_exclusion
+    return (hp.weight_decay, hp.adapt_requires_weight_decay, hp.exclude_from_weight_decay,
+            hp.adaptation_exclusion)
 
 
 def plan(hp: Hyperparams, tensors: Iterable[tuple[str | None, Sequence[int]]]) -> tuple[TensorPlan, ...]:

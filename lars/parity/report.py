@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 
 from lars import __version__
-from lars.backends import BACKENDS
 from lars.conformance.cases import CASES
 from lars.conformance.drivers import DRIVERS, get_driver
 from lars.conformance.peers import PEERS
@@ -71,9 +70,7 @@ def why_not(driver: str) -> str | None:
 
 def unavailable(drivers: Iterable[str]) -> dict[str, str]:
     """driver, peer or backend -> why it is not in this report."""
-    reasons = {b: "no adapter yet: its driver has not landed" for b in BACKENDS if b not in DRIVERS}
-    reasons |= {d: reason for d in drivers if (reason := why_not(d)) is not None}
-    return reasons
+    return {d: reason for d in drivers if (reason := why_not(d)) is not None}
 
 
 def summarise(results: Sequence[CaseResult], kind: str) -> Row:
