@@ -1,14 +1,12 @@
 """float16/bfloat16 tensors through the float32 fused kernel, a cache-sized chunk at a time.
 
-torch's fused SGD kernel wants the weight, the gradient and the momentum buffer in one dtype,
-and LARS keeps the momentum of a float16/bfloat16 parameter in float32. Converting whole
-tensors (what the multi-tensor path does) makes float32 copies of the weights and gradients:
-fresh memory on every step, whose page faults cost more than the arithmetic, and about 80
-bytes of memory traffic per parameter where 18 are needed. Here each tensor is walked in
-chunks of `CHUNK` elements: the low-precision chunks are converted into float32 scratch that
-stays in the cache, the kernel updates the scratch weights and the float32 buffer in place, and
+torch's fused SGD kernel takes the weight, the gradient and the buffer in one dtype, and LARS
+keeps the momentum of a float16/bfloat16 parameter in float32. Whole float32 copies would be
+fresh memory at every step (page faults, and several times the memory traffic the step needs):
+instead each tensor is walked in chunks of `CHUNK` elements converted into float32 scratch that
+stays in the cache; the kernel updates the scratch weights and the float32 buffer in place, and
 the new weights are rounded back. The result is the float32 fused step of the up-cast values,
-rounded to the parameter's dtype.
+rounded to the parameter's dtype (`docs/torch.md`, mixed precision).
 """
 
 from __future__ import annotations
@@ -28,12 +26,8 @@ _kept = threading.local()
 
 
 def scratch(elements: int) -> Tensor:
-    """A float32 CPU scratch array of `elements`, kept between steps (one per thread).
-
-    Allocating it on every step is not free: a few MiB from the C allocator can come back as
-    fresh pages, faulted in at every step, which measured as a 2x slower bfloat16 step in the
-    benchmark's process (whose earlier sets freed much larger arrays) against a fresh process.
-    """
+    """A float32 CPU scratch array of `elements`, kept between steps (one per thread): a few MiB
+    allocated at every step can come back from the C allocator as fresh pages, faulted in anew."""
     kept: Tensor | None = getattr(_kept, "array", None)
     if kept is None or kept.numel() < elements:
         kept = _kept.array = torch.empty(elements, dtype=torch.float32)
@@ -50,12 +44,10 @@ def scratch_for(params: list[Tensor], grads: list[Tensor]) -> Tensor | None:
     return scratch(2 * size).view(2, size)
 
 
-def staged_step(kernel: Kernel, param: Tensor, grad: Tensor, buffer: Tensor | None, scratch: Tensor) -> None:
-    """`kernel([w], [g], [v])` on a parameter or gradient that is not float32, chunk by chunk.
-
-    `kernel` updates float32 `w` and `v` in place from float32 `g`; `param`, `grad` and `buffer`
-    are contiguous (checked by `functional.fusable`), `buffer` (if any) is float32.
-    """
+def staged_step(kernel: Kernel, param: Tensor, grad: Tensor, buffer: Tensor | None,
+                scratch: Tensor) -> None:
+    """`kernel([w], [g], [v])` on a parameter or gradient that is not float32, chunk by chunk
+    (`param`, `grad`, `buffer` contiguous, `buffer` float32: `functional.fusable` checks)."""
     flat_param, flat_grad = param.view(-1), grad.view(-1)
     flat_buffer = None if buffer is None else buffer.view(-1)
     for start in range(0, flat_param.numel(), CHUNK):
