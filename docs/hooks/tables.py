@@ -63,6 +63,10 @@ FIELD_MEANINGS: dict[str, str] = {
                                    "momentum correction; None: every tensor.",
     "exclude_from_weight_decay": "Tensors that get no weight decay (see Exclusions).",
     "exclude_from_adaptation": "Tensors whose trust ratio is 1 (see Exclusions).",
+    "eps_when_zero": "An `eps` of 0 becomes this (MLPerf TF2's `epsilon or 1e-7`); kept by "
+                     "`replace`, so the quirk survives every copy. None: off.",
+    "adaptation_exclusion_follows_weight_decay": "An empty `exclude_from_adaptation` takes the "
+                                                 "weight-decay rule (TF Model Garden's default).",
 }
 
 NUMBERS = ("momentum", "dampening", "weight_decay", "trust_coefficient", "eps")
