@@ -23,7 +23,7 @@ import pytest
 from mxnet import autograd, gluon, nd
 from mxnet_helpers import relative_error
 
-from lars.backends.mxnet import export_state
+from lars.backends.mxnet import export_state, import_state
 
 STEPS, BATCH = 20, 16
 CONTEXTS = [mx.cpu(0), mx.cpu(1)]
@@ -165,6 +165,31 @@ def test_save_and_load_states_resume_on_two_contexts(update_on_kvstore: bool, tm
     trainer = gluon.Trainer(resumed.collect_params(), "onelars", options("mxnet"), kvstore="device",
                             update_on_kvstore=update_on_kvstore)
     trainer.load_states(str(tmp_path / "trainer.states"))
+    train(resumed, trainer, CONTEXTS, range(STEPS // 2, STEPS))
+    for name, p in resumed.collect_params().items():
+        for copy in p.list_data():
+            error = relative_error(copy.asnumpy(), expected[name][0])
+            assert error <= 1e-5, f"{name}: relative error {error:.3g}"
+
+
+def test_export_and_import_state_resume_on_two_contexts(tmp_path: Path) -> None:
+    """`export_state(trainer)` after 10 steps, `import_state(state, trainer)` into a fresh
+    two-context Trainer: the 20 steps equal the uninterrupted run on both contexts (the schedule
+    and the correction continue from the neutral state's step count and last learning rate)."""
+    expected, _ = run("mxnet", CONTEXTS, "device", False)
+    net = network(CONTEXTS)
+    trainer = gluon.Trainer(net.collect_params(), "onelars", options("mxnet"), kvstore="device",
+                            update_on_kvstore=False)
+    train(net, trainer, CONTEXTS, range(STEPS // 2))
+    state = export_state(trainer)
+    assert state.step == STEPS // 2 and len(state.momentum_buffers) == 6
+    net.save_parameters(str(tmp_path / "net.params"))
+
+    resumed = network(CONTEXTS)
+    resumed.load_parameters(str(tmp_path / "net.params"), ctx=CONTEXTS)
+    trainer = gluon.Trainer(resumed.collect_params(), "onelars", options("mxnet"), kvstore="device",
+                            update_on_kvstore=False)
+    import_state(state, trainer)
     train(resumed, trainer, CONTEXTS, range(STEPS // 2, STEPS))
     for name, p in resumed.collect_params().items():
         for copy in p.list_data():

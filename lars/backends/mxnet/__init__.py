@@ -179,10 +179,9 @@ def _view(x: Any) -> Any:
 def export_state(source: Any, names: Mapping[int, str] | None = None) -> State:
     """The core's neutral state (positive buffers, by name) of a `gluon.Trainer` (its first
     context's), or of an MXNet `Updater` over OneLARS (`names`: index -> name)."""
-    updater, known, weights = _compat.updaters(source, names)[0]
+    updater, known, _ = _compat.updaters(source, names)[0]
     optimizer, states = _compat.held(updater)
-    device = next(iter(weights.values())).context.device_id if weights else min(optimizer.books, default=0)
-    book, buffers = optimizer.books.get(device, Books()), {}
+    book, buffers = optimizer.books.get(min(optimizer.books, default=0), Books()), {}  # all devices alike
     for i, s in states.items():
         if (mom := s[1] if isinstance(s, tuple) else s) is not None and book.steps.get(i, 0) > 0:
             buffers[known[i]] = -mom.asnumpy()

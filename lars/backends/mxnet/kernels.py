@@ -4,6 +4,11 @@ Norms: MXNet 1.9.1's CPU `multi_sum_sq` sums float32 (and float64) in float32, 1
 elements. So float64 goes to `nd.sum`; a large float32 CPU array to pieces, whose sums of squares
 are the diagonal of small BLAS products `B @ B.T`, added in float64 (within 1e-8, 1.2x the time);
 the rest to one `multi_sum_sq` call, bit for bit MXNet's. MXNet calls cost 15 to 25 us: few are made.
+
+Kernel: MXNet's fused one where the coefficients have its form, `mom = a·mom - b·(clip(rescale·g) +
+λ·w); w += mom` with `mom = -v` (a buffer, no look-ahead, `s = 1`; or no buffer), on float32
+weights or masters: it prepares the raw gradient itself. Else NDArray operations, term by term
+(float64 too: the fused kernels take float32 arguments).
 """
 
 from __future__ import annotations
@@ -100,10 +105,6 @@ class Kernels:
                 for (b, r), js in zip(requests, todo, strict=True)]
 
     def update(self, batch: Batch, c: Coefficients, *, buffers: bool = True, weights: bool = True) -> None:
-        """MXNet's fused kernel where the coefficients have its form, `mom = a·mom - b·(clip(rescale·g)
-        + λ·w); w += mom` (a buffer, no look-ahead, `s = 1`; or no buffer), with `mom = -v`, on
-        float32 weights or masters: it prepares the raw gradient itself. Else NDArray operations,
-        term by term (float64 too: the fused kernels take float32 arguments)."""
         targets, masters = batch.extra["targets"], batch.extra["masters"]
         if weights and targets[0].dtype == np.float32 and c.step is not None and (
                 c.momentum is None or (buffers and not c.lookahead and is_static(c.step) and c.step == 1)):
