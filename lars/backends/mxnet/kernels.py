@@ -74,7 +74,7 @@ class HostOps(Ops):
     """The core's NumPy `Ops` (the coefficients are computed on the host), its clip `Lazy`."""
 
     def clip(self, x: Any, low: float, high: float) -> Any:
-        return Lazy(x.x, x.scale, high)
+        return Lazy(x.x, x.scale, high)  # `Rule.prepare` clips into [-c, c]
 
 
 def parts(t: Any) -> tuple[float, Any]:
