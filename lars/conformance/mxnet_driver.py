@@ -22,11 +22,8 @@ class MxnetRun:
     def __init__(self, hp: Hyperparams, params: Mapping[str, Array], **options: object) -> None:
         self._names = list(params)
         self._weights = [mx.nd.array(params[n], dtype=params[n].dtype) for n in self._names]
-        values = hp.to_dict() | {"exclude_from_weight_decay": hp.exclude_from_weight_decay,
-                                 "exclude_from_adaptation": hp.exclude_from_adaptation}
-        flavor = values.pop("flavor")
-        self.optimizer = OneLARS(flavor=flavor, param_idx2name=dict(enumerate(self._names)),
-                                 **values, **options)  # type: ignore[arg-type]
+        self.optimizer = OneLARS(hyperparameters=hp, param_idx2name=dict(enumerate(self._names)),
+                                 **options)  # type: ignore[arg-type]
         self._updater = mx.optimizer.get_updater(self.optimizer)
 
     def step(self, grads: Mapping[str, Array | None], lr: float) -> None:
@@ -39,14 +36,16 @@ class MxnetRun:
         return {n: w.asnumpy() for n, w in zip(self._names, self._weights, strict=True)}
 
     def state(self) -> State:
-        return export_state(self._updater.states, self.optimizer, dict(enumerate(self._names)))
+        return export_state(self._updater, dict(enumerate(self._names)))
 
     def load(self, state: State) -> None:
-        import_state(state, self._updater, self.optimizer, dict(enumerate(self._names)),
-                     dict(enumerate(self._weights)))
+        import_state(state, self._updater, dict(enumerate(self._names)), dict(enumerate(self._weights)))
 
     def trust_ratios(self) -> dict[str, float]:
         return self.optimizer.trust_ratios()
+
+    def hyperparameters(self) -> Hyperparams:
+        return self.optimizer.hyperparameters
 
 
 class MxnetDriver:

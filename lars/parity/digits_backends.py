@@ -237,8 +237,7 @@ def mxnet_learner(hp: Hyperparams, params: Mapping[str, Array]) -> Learner:
     for name, w in weights.items():
         w.initialize(mx.init.Zero())
         w.set_data(nd.array(params[name], dtype=dtype))
-    flavor, lr, values = adapter_arguments(hp)
-    trainer = gluon.Trainer(list(weights.values()), OneLARS(flavor=flavor, learning_rate=lr, **values))
+    trainer = gluon.Trainer(list(weights.values()), OneLARS(hyperparameters=hp))
     layers = layer_names(params)
 
     def loss_fn(x: Any, y: Any) -> Any:

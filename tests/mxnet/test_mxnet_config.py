@@ -42,7 +42,7 @@ def test_from_config_file_is_the_optimizer_the_same_arguments_make(tmp_path):
     init, grads = tensors(0, np.float64), gradients(4, np.float64)
     by_file = OneLARS.from_config_file(path, param_idx2name=INDEX_NAMES)
     by_kwargs = OneLARS(param_idx2name=INDEX_NAMES, **KWARGS)
-    assert by_file.hp == by_kwargs.hp
+    assert by_file.hyperparameters == by_kwargs.hyperparameters
     for a, b in zip(run_updater(by_file, init, grads), run_updater(by_kwargs, init, grads), strict=True):
         np.testing.assert_array_equal(a, b)
 
@@ -66,9 +66,10 @@ def test_the_files_schedule_drives_the_lr_as_in_the_core(tmp_path):
 def test_none_is_every_tensor_not_the_flavors_default(tmp_path):
     path = tmp_path / "lars.toml"
     path.write_text('flavor = "mxnet"\nmomentum_correction_tensors = "none"\n')
-    assert OneLARS.from_config_file(path).hp.momentum_correction_tensors is None
-    assert OneLARS(flavor="mxnet", momentum_correction_tensors=None).hp.momentum_correction_tensors is None
-    assert OneLARS(flavor="mxnet").hp.momentum_correction_tensors == 4
+    assert OneLARS.from_config_file(path).hyperparameters.momentum_correction_tensors is None
+    optimizer = OneLARS(flavor="mxnet", momentum_correction_tensors=None)
+    assert optimizer.hyperparameters.momentum_correction_tensors is None
+    assert OneLARS(flavor="mxnet").hyperparameters.momentum_correction_tensors == 4
 
 
 def test_only_mxnet_options_may_be_added_and_a_bad_file_is_refused(tmp_path):

@@ -23,7 +23,7 @@ import pytest
 from mxnet import autograd, gluon, nd
 from mxnet_helpers import relative_error
 
-from lars.backends.mxnet import export_state
+from lars.backends.mxnet import export_state, import_state
 
 STEPS, BATCH = 20, 16
 CONTEXTS = [mx.cpu(0), mx.cpu(1)]
@@ -121,10 +121,10 @@ def test_two_contexts_match_one_context_on_the_whole_batch(flavor: str, kvstore:
         assert abs(r - ratios[name]) <= 1e-5 * abs(ratios[name]), name
     assert any(r not in (0.0, 1.0) for r in got.values())
     # every context (or the kvstore) stepped every tensor STEPS times, not STEPS per context
-    assert set(trainer.optimizer.steps.values()) == {STEPS}
+    assert all(set(book.steps.values()) == {STEPS} for book in trainer.optimizer.books.values())
     if not update_on_kvstore:  # each context's state exports as a run of STEPS steps
         names = dict(enumerate(params))
-        states = [export_state(u.states, trainer.optimizer, names) for u in trainer._updaters]
+        states = [export_state(u, names) for u in trainer._updaters]
         assert [s.step for s in states] == [STEPS, STEPS]
         for name in names.values():
             assert np.array_equal(states[0].momentum_buffers[name], states[1].momentum_buffers[name])
@@ -165,6 +165,31 @@ def test_save_and_load_states_resume_on_two_contexts(update_on_kvstore: bool, tm
     trainer = gluon.Trainer(resumed.collect_params(), "onelars", options("mxnet"), kvstore="device",
                             update_on_kvstore=update_on_kvstore)
     trainer.load_states(str(tmp_path / "trainer.states"))
+    train(resumed, trainer, CONTEXTS, range(STEPS // 2, STEPS))
+    for name, p in resumed.collect_params().items():
+        for copy in p.list_data():
+            error = relative_error(copy.asnumpy(), expected[name][0])
+            assert error <= 1e-5, f"{name}: relative error {error:.3g}"
+
+
+def test_export_and_import_state_resume_on_two_contexts(tmp_path: Path) -> None:
+    """`export_state(trainer)` after 10 steps, `import_state(state, trainer)` into a fresh
+    two-context Trainer: the 20 steps equal the uninterrupted run on both contexts (the schedule
+    and the correction continue from the neutral state's step count and last learning rate)."""
+    expected, _ = run("mxnet", CONTEXTS, "device", False)
+    net = network(CONTEXTS)
+    trainer = gluon.Trainer(net.collect_params(), "onelars", options("mxnet"), kvstore="device",
+                            update_on_kvstore=False)
+    train(net, trainer, CONTEXTS, range(STEPS // 2))
+    state = export_state(trainer)
+    assert state.step == STEPS // 2 and len(state.momentum_buffers) == 6
+    net.save_parameters(str(tmp_path / "net.params"))
+
+    resumed = network(CONTEXTS)
+    resumed.load_parameters(str(tmp_path / "net.params"), ctx=CONTEXTS)
+    trainer = gluon.Trainer(resumed.collect_params(), "onelars", options("mxnet"), kvstore="device",
+                            update_on_kvstore=False)
+    import_state(state, trainer)
     train(resumed, trainer, CONTEXTS, range(STEPS // 2, STEPS))
     for name, p in resumed.collect_params().items():
         for copy in p.list_data():

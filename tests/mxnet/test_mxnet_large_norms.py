@@ -2,7 +2,7 @@
 
 MXNet's CPU `multi_sum_sq` and `nd.norm` add a float32 array's squares one after another in
 float32: at 2M elements the norm is off by about 5e-4 relative, and so would be the ratio.
-The adapter sums large arrays in pieces (`lars.backends.mxnet_norms`); the ratio must be
+The adapter sums large arrays in pieces (`lars.backends.mxnet.kernels`); the ratio must be
 within 1e-6 of the one computed in float64 from the same float32 values.
 """
 
@@ -15,7 +15,7 @@ from mxnet import nd
 
 import lars
 from lars.backends.mxnet import OneLARS
-from lars.backends.mxnet_norms import BLOCK, sums_of_squares
+from lars.backends.mxnet.kernels import BLOCK, sums_of_squares
 from lars.core import State, reference
 
 SIZE = 2_000_000  # 1,953 pieces and a rest of 128 elements
@@ -66,7 +66,7 @@ def test_small_arrays_keep_multi_sum_sqs_bits() -> None:
     rng = np.random.default_rng(1)
     small = [nd.array(rng.standard_normal(n).astype(np.float32)) for n in (1, 108, BLOCK - 1)]
     large = nd.array(rng.standard_normal(3 * BLOCK + 5).astype(np.float32))  # 3 blocks and a rest
-    ours = sums_of_squares([small[0], large, *small[1:]]).asnumpy()
+    ours = sums_of_squares([small[0], large, *small[1:]])
     mxnets = nd.multi_sum_sq(*small, num_arrays=len(small)).asnumpy()
     assert ours.dtype == np.float32
     assert ours[[0, 2, 3]].tobytes() == mxnets.tobytes()
