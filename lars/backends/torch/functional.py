@@ -1,15 +1,12 @@
 """The LARS step in torch: `lars()`, and the norms and kernels it runs on.
 
-Modelled on `torch/optim/sgd.py`. The core decides the step (`lars.core.step`, `lars.core.rule`);
-here are the sums of squares and one kernel for the affine update
-
-    v' = a·v + (bκ)·ĝ + (bλ)·w,    w' = w - (d·v' + e·ĝ + f·w),
-
-on one of three paths: the fused CPU kernel of `torch.optim.SGD(fused=True)`, whose
+Modelled on `torch/optim/sgd.py`. The core decides the step (`lars.core.step`); here are the
+sums of squares and one kernel for the affine update `v' = a·v + (bκ)·ĝ + (bλ)·w`,
+`w' = w - (d·v' + e·ĝ + f·w)`, on one of three paths: torch's fused CPU SGD kernel, whose
 `v' = M·v + (1-D)·(ĝ + WD·w)`, `w' = w - LR·v'` is that form with `M = a`, `1-D = bκ`,
-`WD = bλ/bκ`, `LR = s` (a look-ahead where `bκ = 1`; without a buffer `LR = sκ`, `WD = λ/κ`),
-its numbers read on the host; multi-tensor ops with the coefficients as device tensors (no
-host synchronisation: CUDA graphs, `torch.compile`); or one tensor at a time.
+`WD = bλ/bκ`, `LR = s` (nesterov where `bκ = 1`; without a buffer `LR = sκ`, `WD = λ/κ`), its
+numbers read on the host; multi-tensor ops with the coefficients as device tensors (no host
+synchronisation: CUDA graphs, `torch.compile`); or one tensor at a time.
 """
 
 from __future__ import annotations
@@ -49,7 +46,7 @@ class TorchOps(Ops):
         return value if is_static(value) else torch.as_tensor(value).to(self.device, self.dtype)
 
     def where(self, c: Any, x: Any, y: Any) -> Tensor:
-        if is_static(x) and is_static(y):  # torch would make them its default dtype
+        if is_static(x) and is_static(y):  # else torch's default dtype
             x = torch.full_like(c, x, dtype=self.dtype)
         return torch.where(c, x, y)
 
@@ -59,24 +56,15 @@ class TorchOps(Ops):
 
 @functools.lru_cache(maxsize=256)
 def _constant(values: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
-    """A constant vector made once: a copy from the host at every step would synchronise a CUDA
-    stream and break graph capture."""
+    """Made once: a copy from the host at every step would synchronise a CUDA stream."""
     return torch.tensor(values, dtype=dtype, device=device)
-
-
-def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Norms and momentum of float16/bfloat16 tensors are computed in float32."""
-    return torch.float32 if dtype in LOW_PRECISION else dtype
 
 
 @dataclass
 class TensorGroup:
-    """One step's tensors of one rule (a parameter group's tensors of one device and dtype).
-
-    `buffers` is updated in place (a new buffer where it was None); `plans` are the core's
-    exclusion plans (`lars.plan` of the shapes if None); `last_lr` and `position` are for
-    MXNet's momentum correction (the previous lr, each tensor's place in the step).
-    """
+    """One step's tensors of one rule (a parameter group's tensors of one device and dtype);
+    `buffers` updated in place; `plans` the core's (`lars.plan` of the shapes if None); the last
+    lr and each tensor's place in the step for MXNet's momentum correction."""
 
     params: list[Tensor]
     grads: list[Tensor]
@@ -87,25 +75,20 @@ class TensorGroup:
 
 
 NORM_PIECE = 1 << 10  # elements: a float32 sum over this many is good to about one unit of rounding
-NORM_WHOLE = 1 << 14  # elements: torch's own norm up to this size is within 2e-7 (measured)
+NORM_WHOLE = 1 << 14  # elements: up to this size torch's own float32 norm is as good
 CONVERT_BLOCK = 1 << 20  # elements of a float16/bfloat16 tensor converted at a time
 
 
 def norms(tensors: Sequence[Tensor], dtype: torch.dtype) -> Tensor:
-    """The L2 norm of each whole tensor, as one vector in `dtype`.
-
-    torch's CPU norm sums a float32 tensor's squares lane by lane in float32, off by 4e-5 at
-    2.4M elements (`docs/torch.md`): a CPU float32/bfloat16 tensor above `NORM_WHOLE` elements
-    is taken as rows of `NORM_PIECE` whose squared norms are summed in float64.
-    """
-    if not tensors:
-        return torch.zeros(0, dtype=dtype)
+    """The L2 norm of each whole tensor, as one vector in `dtype`. torch's CPU norm sums a
+    float32 tensor's squares lane by lane in float32, drifting with the size (`docs/torch.md`):
+    larger CPU float32/bfloat16 tensors are taken in pieces whose squares are summed in float64."""
     pieced = [t.device.type == "cpu" and dtype == torch.float32 and t.numel() > NORM_WHOLE
               and t.is_contiguous() for t in tensors]
     small = [t for t, p in zip(tensors, pieced, strict=True) if not p]
     small_norms = iter(F.foreach_norm(small, 2, dtype=dtype) if small else ())
     if not any(pieced):
-        return torch.stack(list(small_norms))
+        return torch.stack(list(small_norms)) if small else torch.zeros(0, dtype=dtype)
     scratch = low_precision.scratch(CONVERT_BLOCK)
     large = iter(torch.stack([piece_norms(t, scratch).double().square().sum() for t, p in
                               zip(tensors, pieced, strict=True) if p]).sqrt().to(dtype).unbind())
@@ -113,8 +96,8 @@ def norms(tensors: Sequence[Tensor], dtype: torch.dtype) -> Tensor:
 
 
 def piece_norms(tensor: Tensor, scratch: Tensor) -> Tensor:
-    """The norms of `tensor`'s consecutive pieces of `NORM_PIECE` elements, in float32 (a
-    float16/bfloat16 tensor converted a block at a time into `scratch`, not copied whole)."""
+    """The float32 norms of `tensor`'s consecutive pieces of `NORM_PIECE` (float16/bfloat16
+    converted a block at a time into `scratch`, never copied whole)."""
     flat = tensor.view(-1)
     whole = flat.numel() // NORM_PIECE * NORM_PIECE
     rows, rest = flat[:whole].view(-1, NORM_PIECE), flat[whole:]
@@ -127,38 +110,30 @@ def piece_norms(tensor: Tensor, scratch: Tensor) -> Tensor:
 
 
 def sums_of_squares(request: Request, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """A request's vector: one norm per job (a combination made in `dtype` where it has terms)."""
+    """A request's vector: the squared norm of each job (a combination made in `dtype`)."""
     (c, tensors), *rest = request.terms
     if rest:
         made = [sum(t.to(dtype) if k is None else k * t.to(dtype) for k, t in job) for job in jobs([request])]
         squares = norms(made, dtype).square()
     else:
-        squares = norms([tensors[i] for i in request.only], dtype).square()
-        squares = squares if c is None else squares * (c * c)
+        squares = norms([tensors[i] for i in request.only], dtype).square() * (1.0 if c is None else c * c)
     if len(request.only) == request.size:
         return squares
     index = _constant(request.only, torch.int64, device)
     return torch.zeros(request.size, dtype=dtype, device=device).index_copy_(0, index, squares)
 
 
-def host(x: Any, n: int) -> list[float]:
-    """A coefficient's per-tensor numbers on the host (this synchronises a device)."""
-    if is_static(x) or x.ndim == 0:
-        return [float(x)] * n
-    return x.tolist()  # type: ignore[no-any-return]
-
-
 def fused_arguments(c: Coefficients, n: int) -> list[tuple[float, ...]] | str:
-    """Per tensor, the fused kernel's `(momentum, dampening, weight_decay, lr, nesterov)`; or why
-    the kernel cannot express these coefficients."""
+    """Per tensor, the fused kernel's `(momentum, dampening, weight_decay, lr, nesterov)`, or why
+    the kernel cannot express these coefficients (read on the host: a sync on a device)."""
+    def host(x: Any) -> list[float]:
+        return [float(x)] * n if is_static(x) or x.ndim == 0 else x.tolist()
     if c.momentum is None:
-        _, e, f = c.weight_terms()
-        pairs = list(zip(host(e, n), host(f, n), strict=True))
-        if any(not e_ and f_ for e_, f_ in pairs):
-            return "a weight decay with a step of 0"
-        return [(0.0, 0.0, f_ / e_ if e_ else 0.0, e_, False) for e_, f_ in pairs]
-    a, bk, bl = c.buffer_terms()
-    rows = list(zip(host(a, n), host(bk, n), host(bl, n), host(c.step, n), strict=True))
+        e, f = c.weight_terms()[1:]
+        pairs = list(zip(host(e), host(f), strict=True))
+        return ("a weight decay with a step of 0" if any(not e_ and f_ for e_, f_ in pairs) else
+                [(0.0, 0.0, f_ / e_ if e_ else 0.0, e_, False) for e_, f_ in pairs])
+    rows = list(zip(*map(host, (*c.buffer_terms(), c.step)), strict=True))
     if any(m == 0 for m, *_ in rows):
         return "a momentum of 0 in this step (the kernel would keep no buffer)"
     if any(not k and l_ for _, k, l_, _ in rows):
@@ -174,17 +149,14 @@ def fusable(params: Sequence[Tensor], grads: Sequence[Tensor], buffers: Sequence
     if any(p.device.type != "cpu" for p in params):
         return "the fused path runs on CPU tensors (CUDA uses the sync-free foreach path)"
     if any(t.dtype not in (torch.float32, *LOW_PRECISION) for t in [*params, *grads]):
-        # It carries the increment's scale as 1 - D: an error of ~1e-16 * ||g||/||w|| of w per
-        # step, measured at 2e-11 in float64 on the case with tiny weights and large gradients.
+        # It carries b·κ as 1 - D: in float64 an error above the conformance bound (docs/torch.md).
         return "the fused path takes float32, float16 and bfloat16 tensors"
     if any(b is not None and b.dtype != torch.float32 for b in buffers):
         return "the fused path keeps its momentum buffers in float32"
-    staged = [t for w, g in zip(params, grads, strict=True) for t in (w, g)
-              if w.dtype != torch.float32 or g.dtype != torch.float32]
-    if any(not t.is_contiguous() for t in staged):
+    if any(not t.is_contiguous() for w, g in zip(params, grads, strict=True) for t in (w, g)
+           if w.dtype != torch.float32 or g.dtype != torch.float32):
         return "float16/bfloat16 tensors go through the fused kernel in contiguous chunks"
-    # The kernel walks the parameter, gradient and buffer memory in step.
-    if any(t is not None and t.stride() != w.stride()
+    if any(t is not None and t.stride() != w.stride()  # the kernel walks the three memories in step
            for w, g, v in itertools.zip_longest(params, grads, buffers) for t in (g, v)):
         return "the fused kernel needs the gradient and the momentum buffer in the parameter's memory layout"
     return None
@@ -195,12 +167,12 @@ class TorchBackend:
 
     def sums_of_squares(self, requests: Sequence[tuple[Batch, Sequence[Request]]]) -> list[list[Any]]:
         out = [[sums_of_squares(r, b.ops.dtype, b.weights[0].device) for r in rs] for b, rs in requests]
-        layouts = [b.extra["layouts"] for b, _ in requests]
-        flat = [(k, j) for k, row in enumerate(out) if layouts[k] for j in range(len(row))]
+        likes = [b.extra["sharded"] for b, _ in requests]
+        flat = [(k, j) for k, row in enumerate(out) if likes[k] for j in range(len(row))]
         if flat:
             total = distributed.sum_over_shards(torch.cat([out[k][j].double() for k, j in flat]),
-                                                [x for k, _ in flat for x in layouts[k]])
-            parts = torch.split(total, [len(layouts[k]) for k, _ in flat])
+                                                [x for k, _ in flat for x in likes[k]])
+            parts = torch.split(total, [len(likes[k]) for k, _ in flat])
             for (k, j), part in zip(flat, parts, strict=True):
                 out[k][j] = part.to(out[k][j].dtype)
         return out
@@ -225,8 +197,7 @@ class TorchBackend:
         if b.extra["fused"] is not None:
             return fused_step(b, b.extra["fused"])
         each, dtype = b.extra["path"] != "single", b.ops.dtype
-        low = dtype != b.weights[0].dtype
-        ws = [w.to(dtype) for w in b.weights] if low else b.weights
+        ws = [w if w.dtype == dtype else w.to(dtype) for w in b.weights]
         gs = [g if g.dtype == dtype else g.to(dtype) for g in b.prepared]
         if buffers and c.momentum is not None:
             a, bk, bl = c.buffer_terms()
@@ -237,9 +208,8 @@ class TorchBackend:
                     v.mul_(at(a, i))
             _accumulate(b.buffers, [(bk, gs), (bl, ws)], 1.0, each)
         if weights:
-            d, e, f = c.weight_terms()
-            _accumulate(ws, [(d, b.buffers), (e, gs), (f, ws)], -1.0, each)
-            if low:
+            _accumulate(ws, list(zip(c.weight_terms(), (b.buffers, gs, ws), strict=True)), -1.0, each)
+            if ws[0] is not b.weights[0]:
                 F.foreach_copy_(b.weights, ws)
 
 
@@ -272,29 +242,28 @@ def _accumulate(targets: list[Any], terms: list[tuple[Any, list[Any]]], sign: fl
                 t.add_(x, alpha=sign)
 
 
-def batch(hp: Hyperparams, group: TensorGroup, lr: Any, path: Any) -> Batch:
-    """`group` as the core's `Batch`: on this rank's pieces of `DTensor`s (FSDP2), with layouts."""
-    layouts = [distributed.layout_of(p) for p in group.params]
-    local = [distributed.local(p) for p in group.params]
-    grads = [distributed.local(g, p) for g, p in zip(group.grads, group.params, strict=True)]
-    buffers = [None if v is None else distributed.local(v) for v in group.buffers]
+def batch(hp: Hyperparams, group: TensorGroup, lr: Any, path: str | None) -> Batch:
+    """`group` as the core's `Batch`, on this rank's pieces of `DTensor`s (FSDP2)."""
+    ws = [distributed.local(p) for p in group.params]
+    gs = [distributed.local(g, p) for g, p in zip(group.grads, group.params, strict=True)]
+    vs = [distributed.local(v) for v in group.buffers]
     plans = group.plans or plan(hp, [(None, tuple(p.shape)) for p in group.params])
-    dtype = compute_dtype(local[0].dtype)
-    return Batch(Rule(hp, plans), TorchOps(dtype, local[0].device), local, grads, buffers, lr,
-                 last_lr=group.last_lr, first=tuple(v is None for v in buffers), position=group.position,
-                 extra={"path": path, "group": group, "unfusable": fusable(local, grads, buffers),
-                        "layouts": layouts if any(layouts) else None})
+    dtype = torch.float32 if ws[0].dtype in LOW_PRECISION else ws[0].dtype
+    sharded = any(map(distributed.is_sharded, group.params))
+    return Batch(Rule(hp, plans), TorchOps(dtype, ws[0].device), ws, gs, vs, lr, last_lr=group.last_lr,
+                 first=tuple(v is None for v in vs), position=group.position,
+                 extra={"path": path, "group": group, "unfusable": fusable(ws, gs, vs),
+                        "sharded": group.params if sharded else None})
 
 
 def run(batches: Sequence[Batch]) -> None:
-    """One step of the batches; each group's buffers written back (as `DTensor`s where sharded)."""
+    """One step of the batches; each group's new buffers written back (as `DTensor`s if sharded)."""
     step(batches, TorchBackend())
     for b in batches:
-        layouts = b.extra["layouts"] or [None] * len(b.buffers)
         group: TensorGroup = b.extra["group"]
         if b.rule.has_buffer:
-            group.buffers[:] = [old if old is not None else distributed.as_sharded(v, layout)
-                                for old, v, layout in zip(group.buffers, b.buffers, layouts, strict=True)]
+            group.buffers[:] = [old if old is not None else distributed.as_sharded(v, p)
+                                for old, v, p in zip(group.buffers, b.buffers, group.params, strict=True)]
 
 
 def lars(hp: Hyperparams, group: TensorGroup, lr: Any, *, foreach: bool | None = None,
@@ -302,22 +271,19 @@ def lars(hp: Hyperparams, group: TensorGroup, lr: Any, *, foreach: bool | None =
     """One LARS step of `group` at learning rate `lr`; returns the trust ratios (a vector).
 
     By default the fused kernel where it is exact (CPU, not compiling), else the multi-tensor
-    path; `foreach=False` steps one tensor at a time; `fused=True` raises if the step cannot be
-    fused, before anything changes. `DTensor`s (FSDP2) step on their local pieces, with
+    path; `foreach=False` steps one tensor at a time; `fused=True` raises, with nothing changed,
+    if the step cannot be fused. `DTensor`s (FSDP2) step on their local pieces, with
     whole-tensor norms (`distributed`).
     """
     if not group.params:
         return torch.zeros(0)
     b = batch(hp, group, lr, path_of(foreach, fused))
     run([b])
-    assert b.coefficients is not None
-    return b.coefficients.trust_ratio  # type: ignore[no-any-return]
+    return b.coefficients.trust_ratio  # type: ignore[union-attr,no-any-return]
 
 
 def path_of(foreach: bool | None, fused: bool | None) -> str | None:
     """"fused" (required), "foreach", "single", or None (the fused kernel where it is exact)."""
-    if fused:
-        return "fused"
-    if foreach is False:
-        return "single"
+    if fused or foreach is False:
+        return "fused" if fused else "single"
     return "foreach" if foreach or fused is False else None

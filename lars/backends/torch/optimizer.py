@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from lars.backends.torch import _compat, functional
-from lars.backends.torch.distributed import layout_of, shard_like, whole
+from lars.backends.torch.distributed import is_sharded, shard_like, whole
 from lars.backends.torch.functional import LOW_PRECISION, TensorGroup
 from lars.core.config import Config, as_config
 from lars.core.errors import HyperparameterError, StateError
@@ -238,8 +238,8 @@ class LARS(torch.optim.Optimizer):
             if name in state.momentum_buffers:
                 dtype = torch.float32 if p.dtype in LOW_PRECISION else p.dtype
                 whole_buffer = torch.as_tensor(np.asarray(state.momentum_buffers[name]), dtype=dtype)
-                layout = layout_of(p)  # a whole buffer in the parameter's memory layout, or its piece
-                entry["momentum_buffer"] = (shard_like(whole_buffer.to(p.device), layout) if layout
+                # a piece laid out as the parameter, or a whole buffer in its memory layout
+                entry["momentum_buffer"] = (shard_like(whole_buffer, p) if is_sharded(p)
                                             else torch.empty_like(p, dtype=dtype).copy_(whole_buffer))
             self.state[p] = entry
 
