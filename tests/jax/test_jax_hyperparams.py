@@ -8,7 +8,17 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from jax_reference import SHAPES, TOLERANCE, assert_matches, flat, gradients, relative_error, run, run_reference, tree
+from jax_reference import (
+    SHAPES,
+    TOLERANCE,
+    assert_matches,
+    flat,
+    gradients,
+    relative_error,
+    run,
+    run_reference,
+    tree,
+)
 
 import lars
 from lars.backends.jax import as_schedule
@@ -38,8 +48,8 @@ def test_it_composes_with_optax():
     tx = jax_lars(hyperparameters=HP)
     params, grads = tree(SHAPES, 0), gradients(SHAPES, 3)
     chained, _ = run(optax.chain(optax.identity(), tx), params, grads, jit=True)
-    injected, _ = run(optax.inject_hyperparams(jax_lars)(learning_rate=0.2, hyperparameters=HP), params, grads,
-                      jit=True)
+    injected_lr = optax.inject_hyperparams(jax_lars)(learning_rate=0.2, hyperparameters=HP)
+    injected, _ = run(injected_lr, params, grads, jit=True)
     expected, _, _ = run_reference(HP, params, grads)
     assert_matches(chained, expected)
     assert_matches(injected, expected)

@@ -119,7 +119,7 @@ def mask_rule(mask: Any, params: Any, field: str) -> Exclude:
     try:
         flags = jax.tree.structure(params).flatten_up_to(mask)
     except (ValueError, TypeError) as exc:
-        raise ExclusionError(f"{field}: the mask's tree structure does not match the params' {exc}") from None
+        raise ExclusionError(f"{field}: the mask's tree structure differs from the params' ({exc})") from None
     return Exclude.mask(n for n, flag in zip(names_and_shapes(params)[0], flags, strict=True) if bool(flag))
 
 
@@ -156,7 +156,7 @@ def leaf_axes(sharded: Any, names: list[str], params: Any, axes: Axes | None) ->
     try:
         declared = jax.tree.structure(params).flatten_up_to(sharded)
     except (ValueError, TypeError) as exc:
-        raise ShardingError(f"sharded: the tree structure does not match the params' {exc}") from None
+        raise ShardingError(f"sharded: the tree structure does not match the params' ({exc})") from None
     out = []
     for name, d in zip(names, declared, strict=True):
         if not isinstance(d, (bool, np.bool_, jax.sharding.PartitionSpec)):
@@ -229,7 +229,7 @@ def lars(learning_rate: float | Schedule | None = None, flavor: str | None = Non
              "exclude_from_adaptation": exclude_from_adaptation}
     masks = {k: v for k, v in rules.items() if is_mask(v)}
     lr = None if learning_rate is None or callable(learning_rate) else concrete(learning_rate)
-    lr = 0.0 if lr is None and learning_rate is not None and hyperparameters is None else lr  # not static
+    lr = 0.0 if lr is None and learning_rate is not None and hyperparameters is None else lr  # stand-in
     hp = resolve(flavor, hyperparameters, lr=lr, nesterov=nesterov, **static, **axes,
                  **{k: v for k, v in rules.items() if k not in masks})
 
