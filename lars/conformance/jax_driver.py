@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping
-from typing import Any
 
 import jax
 import numpy as np
@@ -18,25 +18,22 @@ from lars.core.hyperparams import Hyperparams  # noqa: E402
 from lars.core.state import State  # noqa: E402
 
 Array = np.ndarray
-NUMBERS = ("weight_decay", "momentum", "dampening", "trust_coefficient", "eps")
 
 
 class JaxRun:
-    """One `optax.inject_hyperparams(lars)` transformation; the lr is injected every step."""
+    """One `optax.inject_hyperparams(lars)(learning_rate=..., hyperparameters=hp)`; the lr is
+    injected every step, everything else is the `Hyperparams` as it is."""
 
     def __init__(self, hp: Hyperparams, params: Mapping[str, Array]) -> None:
-        values: dict[str, Any] = hp.to_dict() | {"exclude_from_weight_decay": hp.exclude_from_weight_decay,
-                                                 "exclude_from_adaptation": hp.exclude_from_adaptation}
-        flavor, lr = values.pop("flavor"), values.pop("lr")
-        # Only the numbers are injected; the other fields reach `lars` as they are.
-        factory = optax.inject_hyperparams(lars, static_args=("flavor", "nesterov"))
-        self._tx = factory(learning_rate=lr, flavor=flavor, **values)
-        self._params = {n: jnp.asarray(p) for n, p in params.items()}
+        self._hp = lars(hp.lr, hyperparameters=hp).hyperparameters  # what the adapter holds
+        self._tx = optax.inject_hyperparams(lars)(learning_rate=hp.lr, hyperparameters=hp)
+        # In the case's order (a dict's leaves are sorted): MXNet's correction reaches the first tensors.
+        self._params = OrderedDict((n, jnp.asarray(p)) for n, p in params.items())
         self._state = self._tx.init(self._params)
         self._update = jax.jit(self._tx.update)
 
     def step(self, grads: Mapping[str, Array | None], lr: float) -> None:
-        g = {n: jnp.asarray(grads[n]) for n in self._params}
+        g = OrderedDict((n, jnp.asarray(grads[n])) for n in self._params)
         hyper = self._state.hyperparams
         hyper["learning_rate"] = jnp.asarray(lr, hyper["learning_rate"].dtype)
         updates, self._state = self._update(g, self._state, self._params)
@@ -54,6 +51,9 @@ class JaxRun:
 
     def trust_ratios(self) -> dict[str, float]:
         return {n: float(r) for n, r in self._state.inner_state.trust_ratios.items()}
+
+    def hyperparameters(self) -> Hyperparams:
+        return self._hp
 
 
 class JaxDriver:

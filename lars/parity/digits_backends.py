@@ -116,9 +116,7 @@ def jax_learner(hp: Hyperparams, params: Mapping[str, Array]) -> Learner:
 
     from lars.backends.jax import lars
 
-    flavor, lr, values = adapter_arguments(hp)
-    tx = optax.inject_hyperparams(lars, static_args=("flavor", "nesterov"))(
-        learning_rate=lr, flavor=flavor, **values)
+    tx = optax.inject_hyperparams(lars)(learning_rate=hp.lr, hyperparameters=hp)
     layers = layer_names(params)
 
     def loss_fn(w: dict[str, Any], x: Any, y: Any) -> Any:

@@ -65,6 +65,31 @@ def test_float32_follows_the_float32_reference():
     assert all(x.dtype == np.float32 for x in jax.tree.leaves(state.momentum))
 
 
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_low_precision_params_step_in_float32_with_float32_buffers(dtype):
+    """The step of float16/bfloat16 params is the float32 reference's on the same values, rounded
+    once to the params' dtype; buffers and trust ratios stay float32."""
+    def narrow(t):
+        return jax.tree.map(lambda x: x.astype(dtype), t)
+
+    def wide(t):
+        return jax.tree.map(lambda x: x.astype(jnp.float32), t)
+
+    params, grads = narrow(tree(SHAPES, 0, np.float32)), [narrow(g) for g in gradients(SHAPES, 1, np.float32)]
+    tx = jax_lars(0.1, momentum=0.9, weight_decay=1e-2)
+    updates, state = jax.jit(tx.update)(grads[0], tx.init(params), params)
+    hp = lars.hyperparams("paper", lr=0.1, momentum=0.9, weight_decay=1e-2)
+    expected, reference_state, ratios = run_reference(hp, wide(params), [wide(grads[0])])
+    start = flat(wide(params))
+    for name, u in flat(updates).items():
+        assert u.dtype == dtype
+        step = expected[name] - start[name]
+        assert relative_error(u, step) <= 2.0 ** -np.finfo(dtype).nmant, name  # one rounding
+    assert_matches(state.momentum, reference_state.momentum_buffers, np.float32)
+    for name, r in flat(state.trust_ratios).items():
+        assert r.dtype == np.float32 and math.isclose(float(r), ratios[0][name], rel_tol=1e-6), name
+
+
 # Composition with optax ---------------------------------------------------------------------------
 def test_inside_optax_chain_with_an_inactive_clip_it_equals_lars_alone():
     params, grads = tree(SHAPES, 0), gradients(SHAPES, STEPS)
