@@ -27,8 +27,8 @@ def draw(shape, seed, scale):
 
 
 def group(params, grads, buffers, hp, adapt=(True, True, False)):
-    return TensorGroup(params=params, grads=grads, buffers=buffers,
-                       plans=[TensorPlan(None, tuple(p.shape), hp.weight_decay, a) for p, a in zip(params, adapt)])
+    plans = [TensorPlan(None, tuple(p.shape), hp.weight_decay, a) for p, a in zip(params, adapt, strict=True)]
+    return TensorGroup(params=params, grads=grads, buffers=buffers, plans=plans)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
