@@ -3,7 +3,7 @@ pure and jit-able (importing it imports jax and optax). Per leaf, one expression
 (XLA fuses them into one pass), `v' = a·v + bk·ĝ + bl·w` and `update = -(d·v' + e·ĝ + f·w)`,
 with the coefficients of `lars.core.rule` (no term for a static 0), in float32 for float16 and
 bfloat16 params (float32 buffers), else in the param's dtype. The leaves of one compute dtype are
-one `Batch` (in runs of leaf order where a tensor's momentum depends on its position)."""
+one `Batch`, each with its place among the leaves (MXNet's momentum correction reads it)."""
 
 from __future__ import annotations
 
@@ -260,14 +260,13 @@ def lars(learning_rate: float | Schedule | None = None, flavor: str | None = Non
             check_axes(mesh_axes, axes_of, names, w, g)
         lr = resolved.lr if learning_rate is None else (
             learning_rate(state.count) if callable(learning_rate) else learning_rate)
-        dtypes, runs = [compute_dtype(x) for x in w], not Rule(resolved, plans).constant_momentum
-        groups: dict[tuple[Any, int], list[int]] = {}
-        for i, dtype in enumerate(dtypes):  # key: the dtype, and the changes of dtype before i
-            groups.setdefault((dtype, runs * sum(dtypes[j] != dtypes[j + 1] for j in range(i))), []).append(i)
+        dtypes, groups = [compute_dtype(x) for x in w], dict[Any, list[int]]()
+        for i, dtype in enumerate(dtypes):
+            groups.setdefault(dtype, []).append(i)
         batches = [Batch(Rule(resolved, [plans[i] for i in ix]), JaxOps(dtypes[ix[0]]),
                          [w[i].astype(dtypes[i]) for i in ix], [g[i].astype(dtypes[i]) for i in ix],
                          [v[i] for i in ix], lr, last_lr=state.last_lr, first=state.count == 0,
-                         position=ix[0], numbers=inputs, extra={"leaves": ix}) for ix in groups.values()]
+                         position=ix, numbers=inputs, extra={"leaves": ix}) for ix in groups.values()]
         step(batches, kernel := Kernel(axes_of, [x.dtype for x in w], v))
         return treedef.unflatten(kernel.updates), LarsState(
             optax.safe_int32_increment(state.count),
