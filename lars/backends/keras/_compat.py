@@ -1,59 +1,50 @@
-"""Every private Keras and TensorFlow API the adapter uses, checked on keras 3.15.1 and
-tensorflow 2.21.0 (`tests/keras/test_keras_compat.py` fails if one changes)."""
+"""The private Keras and TensorFlow APIs the adapter uses, checked on keras 3.15.1 and
+tensorflow 2.21.0 (`tests/keras/test_keras_compat.py` fails if one of them changes)."""
 
 from __future__ import annotations
 
-import types
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
 
-#: `distribution.extended.update` where there is no tf.distribute (the JAX backend).
-NO_STRATEGY = types.SimpleNamespace(extended=types.SimpleNamespace(
-    update=lambda variable, fn, args=(), group=True: fn(variable, *args)))
 TENSORFLOW = keras.backend.backend() == "tensorflow"
+if TENSORFLOW:
+    import tensorflow as tf
 
 
 class Hooks:
-    """Keras's hooks of its optimizer step, which LARS takes over."""
+    """Keras's hooks of its optimizer step, taken over by `LARS.lars_step`."""
 
-    def _backend_update_step(self: Any, grads: list[Any], trainable_variables: list[Any],
-                             learning_rate: Any) -> None:
-        """Keras calls it with every gradient of a step (after loss-scale unscaling and
-        gradient accumulation), in the replica context under a tf.distribute strategy."""
-        self.lars_step(grads, trainable_variables, learning_rate)
+    def _backend_update_step(self: Any, grads: list[Any], variables: list[Any], learning_rate: Any) -> None:
+        """Called with a step's gradients (unscaled, accumulated), in the replica context."""
+        self.lars_step(grads, variables, learning_rate)
 
     def _clip_gradients(self, grads: list[Any]) -> list[Any]:
-        """Keras clips just before `_backend_update_step`: under a tf.distribute strategy that is
-        each replica's part; `lars_step` clips the sum instead (`keras_clip`)."""
+        """Called just before, on each replica's part: `gradients` clips their sum instead."""
         return grads
 
 
-def keras_clip(optimizer: Any, grads: list[Any]) -> list[Any]:
-    """Keras's `clipnorm`, `clipvalue` or `global_clipnorm`."""
-    return keras.optimizers.Optimizer._clip_gradients(optimizer, grads)  # type: ignore[no-any-return]
+def gradients(optimizer: Any, grads: Sequence[Any], variables: Sequence[Any]) -> tuple[list[Any], list[int]]:
+    """The gradients summed over replicas (keras.distribution hands over global ones), clipped
+    by Keras's `clipnorm`, `clipvalue` or `global_clipnorm`; the variables' build positions."""
+    if TENSORFLOW:
+        pairs = list(zip(grads, [v.value for v in variables], strict=True))
+        grads = [g for g, _ in optimizer._all_reduce_sum_gradients(pairs)]
+    return (keras.optimizers.Optimizer._clip_gradients(optimizer, list(grads)),
+            [optimizer._get_variable_index(v) for v in variables])
 
 
-def all_reduce(optimizer: Any, grads: Sequence[Any], variables: Sequence[Any]) -> list[Any]:
-    """The gradients summed over replicas, as Keras's TF optimizer does before its step."""
-    if not TENSORFLOW:  # keras.distribution on JAX hands over global gradients
-        return list(grads)
-    pairs = optimizer._all_reduce_sum_gradients(list(zip(grads, [v.value for v in variables], strict=True)))
-    return [g for g, _ in pairs]
-
-
-def merge_call(optimizer: Any, fn: Callable[..., None], *args: Any) -> None:
-    """`fn(distribution, *args)` in the cross-replica context, where a tensor of `args` becomes
-    a per-replica value; `distribution.extended.update` hands each device its own."""
+def each(optimizer: Any, fn: Callable[..., None], variables: Sequence[Any], args: list[Any]) -> None:
+    """`fn(variable, j, *args[j])` for each variable `j`; under a tf.distribute strategy in the
+    cross-replica context, once per device copy with that replica's tensors."""
     if not TENSORFLOW:
-        return fn(NO_STRATEGY, *args)
-    import tensorflow as tf
+        for j, (v, a) in enumerate(zip(variables, args, strict=True)):
+            fn(v, j, *a)
+        return
 
-    tf.__internal__.distribute.interim.maybe_merge_call(fn, optimizer._distribution_strategy, *args)
-    return None
+    def run(distribution: Any, args: list[Any]) -> None:
+        for j, (v, a) in enumerate(zip(variables, args, strict=True)):
+            distribution.extended.update(v.value, fn, args=(j, *a), group=False)
 
-
-def variable_index(optimizer: Any, variable: Any) -> int:
-    """The position of a variable in the list the optimizer was built with."""
-    return int(optimizer._get_variable_index(variable))
+    tf.__internal__.distribute.interim.maybe_merge_call(run, optimizer._distribution_strategy, args)

@@ -1,22 +1,13 @@
-r"""`LARS`, a `keras.optimizers.Optimizer` on Keras's TensorFlow and JAX backends.
-
-The rule is the core's, run in the order of `lars.core.step`: each dtype's variables are one
-`Batch`, every norm is taken before any variable changes, and each variable's update is the
-affine form of `lars.core.rule`, written for the velocity `n = -v` that `keras.optimizers.SGD`
-keeps (so a `.keras` file moves between Keras's backends):
-
-    n' = a·n - (b·κ)·ĝ - (b·λ)·w,      w' = w - (-d·n' + e·ĝ + f·w)
-
-with TF's training kernels wherever they express it (`lars.backends.keras.tf`), else with
-`keras.ops` (always on JAX, where XLA fuses it). Exclusions are planned from each variable's
-path (`"dense/kernel"`) and shape; Keras's decoupled `weight_decay` is never used.
-"""
+r"""`LARS`, a `keras.optimizers.Optimizer` on Keras's TensorFlow and JAX backends: the core's step, one
+`Batch` per dtype, with the affine form of `lars.core.rule` for the velocity `n = -v` of
+`keras.optimizers.SGD` (so `.keras` files move between backends), `n' = a·n - (b·κ)·ĝ - (b·λ)·w`,
+`w' = w - (-d·n' + e·ĝ + f·w)`: TF's training kernels where they express it, else `keras.ops`."""
 
 from __future__ import annotations
 
-import functools
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import keras
@@ -36,77 +27,51 @@ from lars.core.step import Batch, assemble, step
 from lars.core.xp import Ops, is_static
 
 if _compat.TENSORFLOW:
-    from lars.backends.keras import tf as tf_kernels
+    import tensorflow as tf
 
 #: Keras base-class arguments that LARS passes through (applied before the LARS step).
 KERAS_ARGUMENTS = ("clipnorm", "clipvalue", "global_clipnorm", "use_ema", "ema_momentum",
                    "ema_overwrite_frequency", "loss_scale_factor", "gradient_accumulation_steps")
-RULES = ("exclude_from_weight_decay", "exclude_from_adaptation")
 
 
-def sum_of_squares(x: Any) -> Any:
-    """One accurate pass: TF's `L2Loss`, else `keras.ops` (XLA fuses it)."""
-    return tf_kernels.sum_of_squares(x) if _compat.TENSORFLOW else ops.sum(ops.square(x))
-
-
+@dataclass
 class KerasOps(Ops):
-    """`lars.core.xp.Ops` with `keras.ops` in one dtype; Python numbers become tensors of it
-    (TensorFlow does not promote), constant vectors are made once."""
+    """`keras.ops` in one dtype, which Python numbers take."""
 
-    def __init__(self, dtype: str) -> None:
-        self.name = dtype
-        self._vectors: dict[tuple[Any, ...], Any] = {}
-
-    def tensor(self, x: Any) -> Any:
-        if not is_static(x):
-            return x
-        return ops.convert_to_tensor(x, dtype="bool" if isinstance(x, bool) else self.name)
+    name: str
+    cos, clip, minimum, power = (staticmethod(f) for f in (ops.cos, ops.clip, ops.minimum, ops.power))
 
     def vector(self, values: Any) -> Any:
-        key = tuple(values)
-        if key not in self._vectors:
-            self._vectors[key] = ops.convert_to_tensor(np.asarray(key, dtype=np.float64), dtype=self.name)
-        return self._vectors[key]
+        return ops.convert_to_tensor(np.asarray(values, np.float64), self.name)
 
     def scalar(self, value: Any) -> Any:
         return value if is_static(value) else ops.cast(value, self.name)
 
     def where(self, condition: Any, x: Any, y: Any) -> Any:
-        return ops.where(condition, self.tensor(x), self.tensor(y))
+        if is_static(x):  # y takes x's dtype
+            x = ops.convert_to_tensor(x, "bool" if isinstance(x, bool) else self.name)
+        return ops.where(condition, x, y)
 
     def sqrt(self, x: Any) -> Any:
         return ops.sqrt(x.vector if isinstance(x, Sums) else x)
 
-    def minimum(self, x: Any, y: Any) -> Any:
-        return ops.minimum(self.tensor(x), self.tensor(y))
 
-    def cos(self, x: Any) -> Any:
-        return ops.cos(x)
-
-    def power(self, x: Any, y: Any) -> Any:
-        return ops.power(self.tensor(x), self.tensor(y))
-
-    def clip(self, x: Any, low: float, high: float) -> Any:
-        return ops.clip(x, low, high)
-
-
+@dataclass
 class Sums:
-    """A vector of sums of squares, with the `.sum()` that `lars.core.step` takes of the global
-    clip's (a NumPy method, which tf.Tensor lacks)."""
+    """A vector of sums of squares, with the `.sum()` that `lars.core.step` takes (tf.Tensor has none)."""
 
-    def __init__(self, vector: Any) -> None:
-        self.vector = vector
+    vector: Any
 
     def sum(self) -> Any:
         return ops.sum(self.vector)
 
 
 @keras.saving.register_keras_serializable(package="lars")
+@dataclass(eq=False)
 class CoreSchedule(keras.optimizers.schedules.LearningRateSchedule):
     """A core schedule (`lars.core.schedules`) as a Keras schedule in floatx; `step` counts from 0."""
 
-    def __init__(self, schedule: core_schedules.Schedule) -> None:
-        self.schedule = schedule
+    schedule: core_schedules.Schedule
 
     def __call__(self, step: Any) -> Any:
         return self.schedule.value(step, KerasOps(keras.config.floatx()))
@@ -116,23 +81,22 @@ class CoreSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> CoreSchedule:
-        config = dict(config)
-        return cls(getattr(core_schedules, config.pop("kind"))(**config))
+        return cls(getattr(core_schedules, config["kind"])(**{k: config[k] for k in config if k != "kind"}))
 
 
 @keras.saving.register_keras_serializable(package="lars")
 class LARS(_compat.Hooks, keras.optimizers.Optimizer):
-    """LARS (You, Gitman, Ginsburg 2017) in any flavor of `lars.FLAVORS`, or any `lars.Hyperparams`.
+    """LARS (You, Gitman, Ginsburg 2017) in any flavor of `lars.FLAVORS`, or any `lars.Hyperparams`;
+    also the `lars.core.step.Backend` of its steps.
 
     Args:
-      learning_rate: a float or a `keras.optimizers.schedules.LearningRateSchedule`
-        (`CoreSchedule` wraps the core's schedules); by default the hyperparameters' `lr`.
+      learning_rate: a float or a Keras schedule (`CoreSchedule` wraps the core's); by default
+        the hyperparameters' `lr`.
       flavor: which public implementation to reproduce (default "paper").
-      hyperparameters: a `lars.Hyperparams` taken as it is (keyword arguments override it).
-      **kwargs: any field of `lars.Hyperparams` (momentum, weight_decay, trust_coefficient,
-        eps, nesterov, exclude_from_weight_decay, ...; a regex matches the variable path), and
-        Keras's own `clipnorm`, `clipvalue`, `global_clipnorm`, `use_ema`, ..., which Keras
-        applies to the gradients (summed over replicas) before LARS sees them.
+      hyperparameters: a `lars.Hyperparams`, taken as it is (keyword arguments override it).
+      **kwargs: any field of `lars.Hyperparams` (an exclusion regex matches the variable path),
+        and Keras's `clipnorm`, `clipvalue`, `global_clipnorm`, `use_ema`, ..., which act on the
+        gradients (summed over replicas) before LARS.
     """
 
     def __init__(self, learning_rate: Any = None, flavor: str | None = None, name: str = "lars",
@@ -145,36 +109,26 @@ class LARS(_compat.Hooks, keras.optimizers.Optimizer):
         hp = resolve(flavor, hyperparameters, **kwargs)
         super().__init__(learning_rate=hp.lr if learning_rate is None else learning_rate, name=name,
                          weight_decay=None, **keras_kwargs)
-        self.hp = hp
+        self.hyperparameters = hp
 
     @classmethod
     def from_toml(cls, config: Config | str | os.PathLike[str], name: str = "lars",
                   **keras_kwargs: Any) -> LARS:
-        """LARS with the hyperparameters of a TOML file (`lars.load_config`) or a `lars.Config`.
-
-        (Keras's own `from_config` rebuilds an optimizer from its `get_config()` dict; this one
-        reads a hyperparameter file.) The file is checked completely first; its `[schedule]`
-        becomes a `CoreSchedule`. `keras_kwargs`: Keras's `clipnorm`, `use_ema`, ... only.
-        """
+        """LARS from a TOML file (`lars.load_config`) or a `lars.Config`, plus Keras's own arguments."""
         config = as_config(config)
-        unknown = sorted(set(keras_kwargs) - set(KERAS_ARGUMENTS))
-        if unknown:
+        if unknown := sorted(set(keras_kwargs) - set(KERAS_ARGUMENTS)):
             raise TypeError(f"LARS.from_toml() got {unknown}: the hyperparameters come from the file; "
                             f"only Keras's own arguments may be added ({', '.join(KERAS_ARGUMENTS)})")
         schedule = None if config.schedule is None else CoreSchedule(config.schedule)
         return cls(schedule, name=name, hyperparameters=config.hyperparams, **keras_kwargs)
 
-    @property
-    def hyperparameters(self) -> Hyperparams:
-        return self.hp
-
     def build(self, variables: list[Any]) -> None:
         if self.built:
             return
         super().build(variables)
-        self._plans = plan(self.hp, [(v.path, tuple(v.shape)) for v in variables])
+        self._plans = plan(self.hyperparameters, [(v.path, tuple(v.shape)) for v in variables])
         self.momentums = [self.add_variable_from_reference(v, name="momentum") for v in variables
-                          ] if Rule(self.hp, self._plans).has_buffer else []
+                          ] if Rule(self.hyperparameters, self._plans).has_buffer else []
         floatx, first = keras.config.floatx(), "only_first_replica"  # written in the replica context
         self.last_trust_ratios = self.add_variable((len(variables),), initializer="ones", dtype=floatx,
                                                    aggregation=first, name="trust_ratios")
@@ -182,7 +136,7 @@ class LARS(_compat.Hooks, keras.optimizers.Optimizer):
 
     def set_lr(self, learning_rate: float) -> None:
         """Sets a constant learning rate, validated like any hyperparameter."""
-        self.hp = self.hp.with_lr(learning_rate)
+        self.hyperparameters = self.hyperparameters.with_lr(learning_rate)
         self.learning_rate = learning_rate
 
     def clear_state(self) -> None:
@@ -191,200 +145,132 @@ class LARS(_compat.Hooks, keras.optimizers.Optimizer):
             v.assign(ops.zeros_like(v))
         self.last_trust_ratios.assign(ops.ones_like(self.last_trust_ratios))
 
-    # The step ------------------------------------------------------------------------------------
-    def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
-        """Keras's one-variable hook; Keras calls `lars_step` with all of them."""
-        self.lars_step([gradient], [variable], learning_rate)
-
     def lars_step(self, grads: Sequence[Any], variables: Sequence[Any], learning_rate: Any) -> None:
-        """One step of the variables given (those with a gradient): the gradients summed over
-        replicas, Keras's clipping of the sum, then the core's step on one `Batch` per dtype."""
-        variables = list(variables)
-        grads = _compat.keras_clip(self, _compat.all_reduce(self, grads, variables))
-        indices = [_compat.variable_index(self, v) for v in variables]
+        """The step of the variables with a gradient (Keras calls it): the gradients summed over
+        replicas and clipped by Keras, then the core's step, one `Batch` per dtype."""
+        grads, indices = _compat.gradients(self, grads, variables)
         groups: dict[str, list[int]] = {}
         for p, v in enumerate(variables):
             groups.setdefault(keras.backend.standardize_dtype(v.dtype), []).append(p)
-        batches, first, position = [], ops.equal(self.iterations, 0), 0
+        batches, first, order = [], ops.equal(self.iterations, 0), list[int]()
         for dtype, ps in groups.items():
-            rule = Rule(self.hp, [self._plans[indices[p]] for p in ps])
+            rule = Rule(self.hyperparameters, [self._plans[indices[p]] for p in ps])
             batches.append(Batch(rule, KerasOps(dtype), [variables[p] for p in ps],
                                  [ops.cast(grads[p], dtype) for p in ps],
                                  [self.momentums[indices[p]] if rule.has_buffer else None for p in ps],
-                                 learning_rate, last_lr=self.last_lr, first=first, position=position,
-                                 extra={"indices": [indices[p] for p in ps], "u": {}}))
-            position += len(ps)
-        step(batches, _Kernels(self))
-        order, ratios = [], []
-        for b in batches:
-            assert b.coefficients is not None
-            order += b.extra["indices"]
-            ratios.append(ops.cast(b.coefficients.trust_ratio, self.last_trust_ratios.dtype))
-        recorded = ops.concatenate(ratios)
-        if order != list(range(len(self._plans))):  # some variables had no gradient
-            recorded = ops.scatter_update(ops.convert_to_tensor(self.last_trust_ratios),
-                                          [[i] for i in order], recorded)
-        self.assign(self.last_trust_ratios, recorded)
+                                 learning_rate, self.last_lr, first, len(order)))
+            order.extend(indices[p] for p in ps)
+        step(batches, self)
+        ratios = ops.concatenate([ops.cast(b.coefficients.trust_ratio, self.last_trust_ratios.dtype)
+                                  for b in batches if b.coefficients])
+        self.assign(self.last_trust_ratios, ops.scatter_update(self.last_trust_ratios, [[i] for i in order],
+                                                               ratios))
         self.assign(self.last_lr, ops.cast(learning_rate, self.last_lr.dtype))
 
-    # Telemetry and serialization -----------------------------------------------------------------
-    def trust_ratios(self) -> dict[str, float]:
-        """The trust ratio of each variable (by path) in the last step."""
-        return {t.name: float(r) for t, r in zip(self._plans, _numpy(self.last_trust_ratios), strict=True)}
-
-    def export_state(self) -> State:
-        """The state in the core's neutral format (positive buffers by variable path)."""
-        step = int(_numpy(self.iterations))
-        buffers = {} if step == 0 else {t.name: -_numpy(n) for t, n in zip(self._plans, self.momentums)}
-        return State(step, float(_numpy(self.last_lr)) if step else None, buffers)
-
-    def import_state(self, state: State) -> None:
-        """Replaces the state by a neutral one; checks names and shapes before any change."""
-        state.check_fits({t.name: t.shape for t in self._plans})
-        if state.momentum_buffers and not self.momentums:
-            raise StateError("the state has momentum buffers but this optimizer has no momentum")
-        for t, n in zip(self._plans, self.momentums):
-            buffer = state.momentum_buffers.get(t.name)
-            n.assign(ops.zeros_like(n) if buffer is None else ops.convert_to_tensor(-buffer, dtype=n.dtype))
-        self.iterations.assign(state.step)
-        self.last_lr.assign(0.0 if state.last_lr is None else state.last_lr)
-
-    def get_config(self) -> dict[str, Any]:
-        for rule in RULES:
-            if getattr(self.hp, rule).predicate is not None:
-                raise ValueError(f"{rule} uses a callable, which cannot be serialized: use regexes, "
-                                 "names or ndims to save this optimizer")
-        config: dict[str, Any] = super().get_config()
-        config.pop("weight_decay", None)
-        # Keras reads a constant rate back from its variable (0.2 -> 0.20000000298...): save the
-        # exact rate of the hyperparameters while that variable still holds it.
-        stored = config.get("learning_rate")
-        if isinstance(stored, float) and stored == float(ops.convert_to_numpy(
-                ops.convert_to_tensor(self.hp.lr, dtype=self.learning_rate.dtype))):
-            config["learning_rate"] = self.hp.lr
-        return config | self.hp.to_dict()
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any], custom_objects: Any = None) -> LARS:
-        config = dict(config)
-        values = {k: config.pop(k) for k in Hyperparams.field_names() if k in config}
-        lr = config.get("learning_rate")
-        values.setdefault("lr", lr if isinstance(lr, (int, float)) else 0.0)
-        config["hyperparameters"] = Hyperparams.from_dict(values)
-        return super().from_config(config, custom_objects)  # type: ignore[no-any-return]
-
-
-def _numpy(variable: Any) -> np.ndarray:
-    """A variable's value (under a tf.distribute strategy: the first replica's copy)."""
-    return np.asarray(variable.numpy())
-
-
-def _same(x: Any, y: Any) -> bool:
-    return x is y or (is_static(x) and is_static(y) and x == y)
-
-
-def _combine(*terms: tuple[Any, Any]) -> Any:
-    """`Σ c·t` (None if every `c` is a static 0), without multiplying by a static 1."""
-    out = None
-    for c, t in terms:
-        if not (is_static(c) and c == 0):
-            x = t if is_static(c) and c == 1 else c * t
-            out = x if out is None else out + x
-    return out
-
-
-class _Kernels:
-    """`lars.core.step.Backend` for the steps of one `LARS`."""
-
-    def __init__(self, optimizer: LARS) -> None:
-        self.optimizer = optimizer
-
     def sums_of_squares(self, requests: Sequence[tuple[Batch, Sequence[Request]]]) -> list[list[Any]]:
-        out = []
-        for b, rs in requests:
-            sums = [self._sum_of_squares(b, r.terms, i) for r in rs for i in r.only]
-            stack = functools.partial(_stack, b.ops)
-            out.append([Sums(v) for v in assemble(rs, sums, stack)])
-        return out
-
-    def _sum_of_squares(self, b: Batch, terms: Sequence[tuple[Any, Any]], i: int) -> Any:
-        """`||Σ c·t||²` of tensor `i`; `c²·||t||²` for one term (no temporary). A term of the
-        buffers (`n = -v`) is negated; a combined `κ·ĝ + λ·w` is kept for the kernel (`u`)."""
-        pairs = []
-        for c, t in terms:
-            c = at(c, i)
-            if t is b.buffers:
-                c = -1.0 if c is None else -c
-            pairs.append((1.0 if c is None else c, ops.convert_to_tensor(t[i])))
-        if len(pairs) == 1:
-            c, x = pairs[0]
-            return sum_of_squares(x) if _same(c, 1.0) else (c * c) * sum_of_squares(x)
-        x = _combine(*pairs)
-        if len(terms) == 2 and terms[0][1][i] is b.prepared[i] and terms[1][1] is b.weights:
-            b.extra["u"][i] = (pairs[0][0], x)
-        return sum_of_squares(x)
+        """`lars.core.step.Backend`: each batch's sums of squares for its requests."""
+        return [[Sums(v) for v in assemble(rs, [_sum_of_squares(b, r.terms, i) for r in rs for i in r.only],
+                                           ops.stack)] for b, rs in requests]
 
     def update(self, b: Batch, c: Coefficients, *, buffers: bool = True, weights: bool = True) -> None:
-        n, lookahead = len(b.weights), c.lookahead
-        a, bk, bl = c.buffer_terms() if c.momentum is not None else (None, 0.0, 0.0)
+        """`lars.core.step.Backend`: TF's kernels for a buffer with a numeric momentum when both
+        phases are one, else `keras.ops` (`a` None: no buffer update; `d, e, f` 0: no weight update)."""
+        fused = _compat.TENSORFLOW and buffers and weights and b.rule.has_buffer and b.rule.constant_momentum
+        a, bk, bl = c.buffer_terms() if c.momentum is not None and buffers else (None, 0.0, 0.0)
         d, e, f = c.weight_terms() if weights else (0.0, 0.0, 0.0)
-        fused = _compat.TENSORFLOW and buffers and weights and (c.momentum is None or b.rule.constant_momentum)
-        columns = [_column(x, n) for x in (a, bk, bl, d, e, f, c.step, c.grad_scale, c.increment)]
-        rows = []
-        for i, (ai, bki, bli, di, ei, fi, si, ki, inc) in enumerate(zip(*columns, strict=True)):
-            g, u = b.prepared[i], b.extra["u"].get(i)
-            # the norm's u is the kernel's if it combined the same κ and the planned λ (the
-            # vector `Ops.vector` made once: no fallback replaced it)
-            if fused and a is not None and u and _same(u[0], ki) and c.decay is b.ops.vector(b.rule.decays):
-                g, bki, bli, fi = u[1], inc, 0.0, 0.0
-            rows.append((g, ai, bki, bli, di, ei, fi, si))
 
         def kernel(variable: Any, j: int, g: Any, a: Any, bk: Any, bl: Any, d: Any, e: Any, f: Any,
                    s: Any) -> None:
             velocity = b.buffers[j]
-            if fused and velocity is None:
-                tf_kernels.descent(variable, g, e, f)
-            elif fused:
-                tf_kernels.momentum(variable, velocity.value, g, a, bk, bl, f, s, lookahead)
-            else:
-                self._affine(variable, velocity, g, (a, bk, bl) if buffers else None, (d, e, f) if weights else None)
-
-        self._each(kernel, b.weights, rows)
-
-    def _affine(self, variable: Any, velocity: Any, g: Any, buffer_terms: Any, weight_terms: Any) -> None:
-        """The affine form with `keras.ops`: `n' = a·n - bk·ĝ - bl·w`, `w -= -d·n' + e·ĝ + f·w`."""
-        opt, w = self.optimizer, ops.convert_to_tensor(variable)
-        if buffer_terms is not None and velocity is not None:
-            a, bk, bl = buffer_terms
-            opt.assign(velocity, _combine((a, ops.convert_to_tensor(velocity)), (-bk, g), (-bl, w)))
-        if weight_terms is not None:
-            d, e, f = weight_terms
+            if fused:
+                return _tf_kernel(variable, velocity.value, g, a, bk, bl, f, s, c.lookahead)
+            w = ops.convert_to_tensor(variable)
+            if a is not None:
+                self.assign(velocity, _combine((a, ops.convert_to_tensor(velocity)), (-bk, g), (-bl, w)))
             moved = [] if velocity is None else [(-d, ops.convert_to_tensor(velocity))]
-            step = _combine(*moved, (e, g), (f, w))
-            if step is not None:
-                opt.assign_sub(variable, step)
+            if (step := _combine(*moved, (e, g), (f, w))) is not None:
+                self.assign_sub(variable, step)
 
-    def _each(self, fn: Callable[..., None], variables: Sequence[Any], rows: Sequence[tuple[Any, ...]]) -> None:
-        """`fn(variable, j, *rows[j])` where Keras updates variables: under a tf.distribute
-        strategy, once per device copy with that replica's tensors (only tensors cross)."""
-        tensors = [x for row in rows for x in row if ops.is_tensor(x)]
+        columns = [_column(x, len(b.weights)) for x in (a, bk, bl, d, e, f, c.step)]
+        _compat.each(self, kernel, b.weights, list(zip(b.prepared, *columns, strict=True)))
 
-        def run(distribution: Any, tensors: list[Any]) -> None:
-            replica = iter(tensors)
-            for j, (v, row) in enumerate(zip(variables, rows, strict=True)):
-                args = tuple(next(replica) if ops.is_tensor(x) else x for x in row)
-                native = v.value if _compat.TENSORFLOW else v
-                distribution.extended.update(native, fn, args=(j, *args), group=False)
+    def trust_ratios(self) -> dict[str, float]:
+        """The trust ratio of each variable (by path) in the last step."""
+        ratios = self.last_trust_ratios.numpy()
+        return {str(t.name): float(r) for t, r in zip(self._plans, ratios, strict=True)}
 
-        _compat.merge_call(self.optimizer, run, tensors)
+    def export_state(self) -> State:
+        """The state in the core's neutral format (positive buffers by variable path)."""
+        buffers = {str(t.name): -n.numpy() for t, n in zip(self._plans, self.momentums, strict=False)}
+        step = int(self.iterations.numpy())
+        return State(step, float(self.last_lr.numpy()), buffers) if step else State()
+
+    def import_state(self, state: State) -> None:
+        """Replaces the state by a neutral one; checks names and shapes before any change."""
+        state.check_fits({str(t.name): t.shape for t in self._plans})
+        if state.momentum_buffers and not self.momentums:
+            raise StateError("the state has momentum buffers but this optimizer has no momentum")
+        for t, n in zip(self._plans, self.momentums, strict=False):
+            v = state.momentum_buffers.get(str(t.name))
+            n.assign(ops.zeros_like(n) if v is None else ops.convert_to_tensor(-v, dtype=n.dtype))
+        self.iterations.assign(state.step)
+        self.last_lr.assign(0.0 if state.last_lr is None else state.last_lr)
+
+    def get_config(self) -> dict[str, Any]:
+        hp = self.hyperparameters
+        for rule in ("exclude_from_weight_decay", "exclude_from_adaptation"):
+            if getattr(hp, rule).predicate is not None:
+                raise ValueError(f"{rule} uses a callable, which cannot be serialized: use regexes, "
+                                 "names or ndims to save this optimizer")
+        config: dict[str, Any] = {k: v for k, v in super().get_config().items() if k != "weight_decay"}
+        if config["learning_rate"] in (hp.lr, float(np.float32(hp.lr))):  # read back from float32
+            config["learning_rate"] = hp.lr
+        return config | hp.to_dict()
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], custom_objects: Any = None) -> LARS:
+        fields = Hyperparams.field_names()
+        hp = Hyperparams.from_dict({k: v for k, v in config.items() if k in fields})
+        config = {k: v for k, v in config.items() if k not in fields} | {"hyperparameters": hp}
+        return super().from_config(config, custom_objects)  # type: ignore[no-any-return]
+
+
+def _combine(*terms: tuple[Any, Any]) -> Any:
+    """`Σ c·t` without the static zeros and ones (None if no term is left)."""
+    parts = [t if is_static(c) and c == 1 else c * t for c, t in terms if not (is_static(c) and c == 0)]
+    return sum(parts[1:], parts[0]) if parts else None
+
+
+def _sum_of_squares(b: Batch, terms: Sequence[tuple[Any, Any]], i: int) -> Any:
+    """`||Σ c·t||²` of tensor `i` in one accurate pass (TF's `L2Loss`, `Σx²/2`, no temporary; else
+    `keras.ops`, which XLA fuses), `c²·||t||²` for one term; a term of the buffers (`n = -v`) negated."""
+    job = [(-c if t is b.buffers else c, ops.convert_to_tensor(t[i]))
+           for c, t in ((1.0 if at(c, i) is None else at(c, i), t) for c, t in terms)]
+    c, x = (1.0, _combine(*job)) if len(job) > 1 else job[0]
+    s = 2.0 * tf.nn.l2_loss(x) if _compat.TENSORFLOW else ops.sum(ops.square(x))
+    return s if is_static(c) and c == 1 else (c * c) * s
+
+
+def _tf_kernel(variable: Any, velocity: Any, g: Any, a: float, bk: Any, bl: Any, f: Any, s: Any,
+               lookahead: bool) -> None:
+    """The affine form by TF's training kernels, in place, one pass each and no temporary:
+
+        n -= (b·λ/a)·w                        ResourceApplyGradientDescent (so a·n loses b·λ·w)
+        w -= f·w                              ResourceApplyGradientDescent (the look-ahead's decay)
+        s = 1:  n = a·n - (b·κ)·ĝ;  w += n    ResourceApplyKerasMomentum (use_nesterov: look-ahead)
+        else:   n = a·n + (-(b·κ)·ĝ);  w -= (-s)·n    ResourceApplyMomentum
+    """
+    dtype, keras_momentum = variable.dtype, is_static(s) and s == 1
+    for var, alpha in ((velocity, bl / a), (variable, f)):
+        if not (is_static(alpha) and alpha == 0):
+            tf.raw_ops.ResourceApplyGradientDescent(var=var.handle, alpha=tf.convert_to_tensor(alpha, dtype),
+                                                    delta=variable.value())
+    apply, lr, g = ((tf.raw_ops.ResourceApplyKerasMomentum, bk, g) if keras_momentum
+                    else (tf.raw_ops.ResourceApplyMomentum, -s, -bk * g))
+    apply(var=variable.handle, accum=velocity.handle, lr=tf.convert_to_tensor(lr, dtype), grad=g,
+          momentum=tf.convert_to_tensor(a, dtype), use_nesterov=lookahead)
 
 
 def _column(x: Any, n: int) -> list[Any]:
-    """A coefficient per tensor: a vector unstacked once, a number or 0-d value repeated."""
-    if x is None or is_static(x) or len(x.shape) == 0:
-        return [x] * n
-    return list(ops.unstack(x))
-
-
-def _stack(o: KerasOps, row: list[Any]) -> Any:
-    return ops.stack([o.tensor(x) for x in row])
+    """A coefficient per tensor: a vector unstacked once, a number or a 0-d value repeated."""
+    return [x] * n if x is None or is_static(x) or len(x.shape) == 0 else list(ops.unstack(x))
