@@ -1,5 +1,5 @@
-"""The private Keras and TensorFlow APIs the adapter uses, checked on keras 3.15.1 and
-tensorflow 2.21.0 (`tests/keras/test_keras_compat.py` fails if one of them changes)."""
+"""The private Keras and TensorFlow APIs of the adapter, each checked on the versions named
+(`tests/keras/test_keras_compat.py`, `tests/keras_jax/test_keras_jax_compat.py` fail if one changes)."""
 
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ class Hooks:
     """Keras's hooks of its optimizer step, taken over by `LARS.lars_step`."""
 
     def _backend_update_step(self: Any, grads: list[Any], variables: list[Any], learning_rate: Any) -> None:
-        """Called with a step's gradients (unscaled, accumulated), in the replica context."""
+        """keras 3.15.1 calls it with a step's gradients (unscaled, accumulated), per replica."""
         self.lars_step(grads, variables, learning_rate)
 
     def _clip_gradients(self, grads: list[Any]) -> list[Any]:
-        """Called just before, on each replica's part: `gradients` clips their sum instead."""
+        """keras 3.15.1 calls it just before, on each replica's part: `gradients` clips the sum."""
         return grads
 
 
@@ -30,9 +30,9 @@ def gradients(optimizer: Any, grads: Sequence[Any], variables: Sequence[Any]) ->
     by Keras's `clipnorm`, `clipvalue` or `global_clipnorm`; the variables' build positions."""
     if TENSORFLOW:
         pairs = list(zip(grads, [v.value for v in variables], strict=True))
-        grads = [g for g, _ in optimizer._all_reduce_sum_gradients(pairs)]
-    return (keras.optimizers.Optimizer._clip_gradients(optimizer, list(grads)),
-            [optimizer._get_variable_index(v) for v in variables])
+        grads = [g for g, _ in optimizer._all_reduce_sum_gradients(pairs)]  # keras 3.15.1 (TF backend)
+    return (keras.optimizers.Optimizer._clip_gradients(optimizer, list(grads)),  # keras 3.15.1
+            [optimizer._get_variable_index(v) for v in variables])  # keras 3.15.1
 
 
 def each(optimizer: Any, fn: Callable[..., None], variables: Sequence[Any], args: list[Any]) -> None:
@@ -47,4 +47,5 @@ def each(optimizer: Any, fn: Callable[..., None], variables: Sequence[Any], args
         for j, (v, a) in enumerate(zip(variables, args, strict=True)):
             distribution.extended.update(v.value, fn, args=(j, *a), group=False)
 
-    tf.__internal__.distribute.interim.maybe_merge_call(run, optimizer._distribution_strategy, args)
+    strategy = optimizer._distribution_strategy  # keras 3.15.1 (TF backend)
+    tf.__internal__.distribute.interim.maybe_merge_call(run, strategy, args)  # tensorflow 2.21.0
