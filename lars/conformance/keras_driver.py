@@ -26,10 +26,7 @@ class KerasRun:
         keras.config.set_floatx(str(next(iter(params.values())).dtype))
         self._variables = {n: keras.Variable(np.array(p, copy=True), name=n, dtype=str(p.dtype))
                            for n, p in params.items()}
-        values = hp.to_dict() | {"exclude_from_weight_decay": hp.exclude_from_weight_decay,
-                                 "exclude_from_adaptation": hp.exclude_from_adaptation}
-        flavor, lr = values.pop("flavor"), values.pop("lr")
-        self.optimizer = LARS(learning_rate=lr, flavor=flavor, **values)
+        self.optimizer = LARS(hyperparameters=hp)
         self.optimizer.build(list(self._variables.values()))
         variables = list(self._variables.values())
 
@@ -74,6 +71,9 @@ class KerasRun:
 
     def trust_ratios(self) -> dict[str, float]:
         return self.optimizer.trust_ratios()
+
+    def hyperparameters(self) -> Hyperparams:
+        return self.optimizer.hyperparameters
 
 
 class KerasDriver:

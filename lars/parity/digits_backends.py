@@ -217,8 +217,7 @@ def _keras_model(hp: Hyperparams, params: Mapping[str, Array], dtype: str) -> tu
     model = keras.Model(inputs, h)
     for v in model.trainable_variables:
         v.assign(params[v.path])
-    flavor, lr, values = adapter_arguments(hp)
-    optimizer = LARS(learning_rate=lr, flavor=flavor, **values)
+    optimizer = LARS(hyperparameters=hp)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, dtype=dtype)
     model.compile(optimizer=optimizer, loss=loss)
     return model, optimizer
