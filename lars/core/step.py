@@ -68,14 +68,16 @@ def step(batches: Sequence[Batch], backend: Backend) -> None:
         b.prepared = b.rule.prepare(b.ops, b.grads)
     gamma: Any = 1.0
     clipping = [(b, r) for b in batches if (r := b.rule.clip_requests(b.prepared))]
-    if clipping:
-        totals = [x.sum() for sums in backend.sums_of_squares(clipping) for x in sums]
-        b = clipping[0][0]
-        gamma = b.rule.clip_factor(b.ops, sum(totals[1:], totals[0]))
+    if clipping:  # over every batch of the step, in the first one's dtype
+        first, sums = clipping[0][0], backend.sums_of_squares(clipping)
+        totals = [first.ops.scalar(b.ops.total(x))
+                  for (b, _), xs in zip(clipping, sums, strict=True) for x in xs]
+        gamma = first.rule.clip_factor(first.ops, sum(totals[1:], totals[0]))
     norms = backend.sums_of_squares(
-        [(b, b.rule.norm_requests(b.weights, b.grads, b.prepared, gamma, b.numbers)) for b in batches])
+        [(b, b.rule.norm_requests(b.weights, b.grads, b.prepared, b.ops.scalar(gamma), b.numbers))
+         for b in batches])
     for b, sums in zip(batches, norms, strict=True):
-        b.coefficients = b.rule.coefficients(b.ops, sums, b.lr, gamma=gamma, last_lr=b.last_lr,
+        b.coefficients = b.rule.coefficients(b.ops, sums, b.lr, gamma=b.ops.scalar(gamma), last_lr=b.last_lr,
                                              first=b.first, position=b.position, numbers=b.numbers)
         if check := getattr(backend, "check", None):
             check(b, b.coefficients)

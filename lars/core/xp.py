@@ -1,7 +1,7 @@
 """The few array operations the compiled rule and the schedules need, per array library.
 
 The core's numerical code (`lars.core.rule`, `lars.core.schedules`) is written once against an
-`Ops` object, in the einops style: a handful of functions, one small class per library. This
+`Ops` object, in the einops style: nine functions, one small class per library. This
 module has NumPy's and plain Python's; each backend adds its library's beside its adapter.
 Arithmetic, comparisons and `&`/`|` on masks are the library's own operators; every value
 that enters is either a Python number (static: decided while tracing) or an array of the
@@ -9,7 +9,7 @@ library, 0-d (a scalar of this step) or 1-d (one entry per tensor).
 
 Why not the array API standard (`array-api-compat`, as scikit-learn and SciPy use)? It covers
 NumPy, PyTorch and JAX, but not TensorFlow, Keras's `keras.ops` nor MXNet, three of the five
-places this code runs; eight functions per library are less than one extra dependency.
+places this code runs; nine functions per library are less than one extra dependency.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import numpy as np
 class Ops:
     """The interface, implemented for NumPy arrays of one dtype (`dtype`).
 
-    A backend subclasses it (or writes the same eight methods) for its library, bound to the
-    dtype and device its vectors are computed in.
+    A backend subclasses it for its library, bound to the dtype and device its vectors are
+    computed in.
     """
 
     def __init__(self, dtype: Any = np.float64) -> None:
@@ -57,6 +57,10 @@ class Ops:
     def clip(self, x: Any, low: float, high: float) -> Any:
         """Element-wise clip of a gradient into `[low, high]`, in its own dtype."""
         return np.clip(x, x.dtype.type(low), x.dtype.type(high))
+
+    def total(self, x: Any) -> Any:
+        """The sum of a vector's entries."""
+        return np.sum(x)
 
 
 class PythonOps(Ops):

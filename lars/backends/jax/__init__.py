@@ -61,6 +61,7 @@ class JaxOps(Ops):
     def cos(self, x: Any) -> Any: return jnp.cos(x)
     def power(self, x: Any, y: Any) -> Any: return jnp.power(x, y)
     def clip(self, x: Any, low: float, high: float) -> Any: return jnp.clip(x, low, high)
+    def total(self, x: Any) -> Any: return jnp.sum(x)
 
 
 def affine(terms: Iterable[tuple[Any, Any]]) -> Any:

@@ -39,7 +39,8 @@ class KerasOps(Ops):
     """`keras.ops` in one dtype, which Python numbers take."""
 
     name: str
-    cos, clip, minimum, power = (staticmethod(f) for f in (ops.cos, ops.clip, ops.minimum, ops.power))
+    cos, clip, minimum, power, sqrt, total = (staticmethod(f) for f in (ops.cos, ops.clip, ops.minimum,
+                                                                        ops.power, ops.sqrt, ops.sum))
 
     def vector(self, values: Any) -> Any:
         return ops.convert_to_tensor(np.asarray(values, np.float64), self.name)
@@ -51,19 +52,6 @@ class KerasOps(Ops):
         if is_static(x):  # y takes x's dtype
             x = ops.convert_to_tensor(x, "bool" if isinstance(x, bool) else self.name)
         return ops.where(condition, x, y)
-
-    def sqrt(self, x: Any) -> Any:
-        return ops.sqrt(x.vector if isinstance(x, Sums) else x)
-
-
-@dataclass
-class Sums:
-    """A vector of sums of squares, with the `.sum()` that `lars.core.step` takes (tf.Tensor has none)."""
-
-    vector: Any
-
-    def sum(self) -> Any:
-        return ops.sum(self.vector)
 
 
 @keras.saving.register_keras_serializable(package="lars")
@@ -169,8 +157,8 @@ class LARS(_compat.Hooks, keras.optimizers.Optimizer):
 
     def sums_of_squares(self, requests: Sequence[tuple[Batch, Sequence[Request]]]) -> list[list[Any]]:
         """`lars.core.step.Backend`: each batch's sums of squares for its requests."""
-        return [[Sums(v) for v in assemble(rs, [_sum_of_squares(b, r.terms, i) for r in rs for i in r.only],
-                                           ops.stack)] for b, rs in requests]
+        return [assemble(rs, [_sum_of_squares(b, r.terms, i) for r in rs for i in r.only], ops.stack)
+                for b, rs in requests]
 
     def update(self, b: Batch, c: Coefficients, *, buffers: bool = True, weights: bool = True) -> None:
         """`lars.core.step.Backend`: TF's kernels for a buffer with a numeric momentum when both

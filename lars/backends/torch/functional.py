@@ -34,7 +34,8 @@ LOW_PRECISION = (torch.float16, torch.bfloat16)
 class TorchOps(Ops):
     """The core's array namespace on torch tensors of one dtype and device."""
 
-    sqrt, cos, power, clip = (staticmethod(f) for f in (torch.sqrt, torch.cos, torch.pow, torch.clamp))
+    sqrt, cos, power, clip, total = (staticmethod(f) for f in (torch.sqrt, torch.cos, torch.pow,
+                                                               torch.clamp, torch.sum))
 
     def __init__(self, dtype: torch.dtype, device: torch.device) -> None:
         self.dtype, self.device = dtype, device
