@@ -215,3 +215,22 @@ def test_gradient_accumulation_steps_on_the_mean_gradient(float64):
                        params, grads, lambda t: 0.3)
     assert kr.max_error(ours[1], ref[0]) <= 1e-12 and kr.max_error(ours[3], ref[1]) <= 1e-12
     assert kr.max_error(ours[0], params) == 0.0  # the first gradient is only accumulated
+
+
+def test_global_norm_clip_over_variables_of_two_dtypes():
+    """The global norm of `grad_clip_norm` is over every gradient of the step, whatever its dtype
+    (each dtype is its own batch of the step): float32 and float64 variables, as the reference."""
+    params = {**kr.initial(np.float32, shapes={"dense/kernel": (4, 5)}),
+              **kr.initial(np.float64, shapes={"head/kernel": (5, 3)})}
+    grads = [{n: (3.0 * g).astype(params[n].dtype) for n, g in step.items()}
+             for step in kr.gradient_stream(3, np.float64, shapes={"dense/kernel": (4, 5), "head/kernel": (5, 3)})]
+    hp = lars.hyperparams("paper", lr=1.0, momentum=0.9, weight_decay=1e-3, trust_coefficient=0.02,
+                          grad_clip_norm=0.5)
+    ref, _, _ = kr.run_reference(hp, params, grads)
+    variables = kr.keras_variables(params)
+    optimizer = LARS(hyperparameters=hp)
+    for g in grads:
+        kr.apply(optimizer, variables, g)
+    assert kr.relative_error(kr.values(variables)["dense/kernel"], ref[-1]["dense/kernel"]) <= 1e-5
+    assert kr.relative_error(kr.values(variables)["head/kernel"], ref[-1]["head/kernel"]) <= 1e-5
+    assert kr.max_error(ref[-1], params) > 1e-3
