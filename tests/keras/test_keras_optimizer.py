@@ -222,8 +222,9 @@ def test_global_norm_clip_over_variables_of_two_dtypes():
     (each dtype is its own batch of the step): float32 and float64 variables, as the reference."""
     params = {**kr.initial(np.float32, shapes={"dense/kernel": (4, 5)}),
               **kr.initial(np.float64, shapes={"head/kernel": (5, 3)})}
+    shapes = {"dense/kernel": (4, 5), "head/kernel": (5, 3)}
     grads = [{n: (3.0 * g).astype(params[n].dtype) for n, g in step.items()}
-             for step in kr.gradient_stream(3, np.float64, shapes={"dense/kernel": (4, 5), "head/kernel": (5, 3)})]
+             for step in kr.gradient_stream(3, np.float64, shapes=shapes)]
     hp = lars.hyperparams("paper", lr=1.0, momentum=0.9, weight_decay=1e-3, trust_coefficient=0.02,
                           grad_clip_norm=0.5)
     ref, _, _ = kr.run_reference(hp, params, grads)
