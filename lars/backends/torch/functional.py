@@ -70,9 +70,18 @@ class TensorGroup:
     params: list[Tensor]
     grads: list[Tensor]
     buffers: list[Tensor | None]
-    plans: Sequence[TensorPlan] | None = None
+    plans: list[TensorPlan] | None = None
     last_lr: float | None = None
-    position: int | Sequence[int] = 0
+    position: int | list[int] = 0
+    ratios: Tensor | None = None  # the trust ratios of the last step
+
+    def add(self, param: Tensor, grad: Tensor, buffer: Tensor | None, tensor: TensorPlan,
+            position: int) -> None:
+        self.params.append(param)
+        self.grads.append(grad)
+        self.buffers.append(buffer)
+        self.plans.append(tensor)  # type: ignore[union-attr]
+        self.position.append(position)  # type: ignore[union-attr]
 
 
 NORM_PIECE = 1 << 10  # elements: a float32 sum over this many is good to about one unit of rounding
@@ -262,6 +271,7 @@ def run(batches: Sequence[Batch]) -> None:
     step(batches, TorchBackend())
     for b in batches:
         group: TensorGroup = b.extra["group"]
+        group.ratios = b.coefficients.trust_ratio  # type: ignore[union-attr]
         if b.rule.has_buffer:
             group.buffers[:] = [old if old is not None else distributed.as_sharded(v, p)
                                 for old, v, p in zip(group.buffers, b.buffers, group.params, strict=True)]
@@ -278,9 +288,8 @@ def lars(hp: Hyperparams, group: TensorGroup, lr: Any, *, foreach: bool | None =
     """
     if not group.params:
         return torch.zeros(0)
-    b = batch(hp, group, lr, path_of(foreach, fused))
-    run([b])
-    return b.coefficients.trust_ratio  # type: ignore[union-attr,no-any-return]
+    run([batch(hp, group, lr, path_of(foreach, fused))])
+    return group.ratios  # type: ignore[return-value]
 
 
 def path_of(foreach: bool | None, fused: bool | None) -> str | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -134,40 +133,33 @@ class LARS(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        batches, stepped, index = [], [], 0
+        batches, stepped = [], list[tuple[Tensor, str, TensorGroup, int, float]]()
         for number, group in enumerate(self.param_groups):
-            hp = self.group_hyperparams(group)
-            by_kind: dict[tuple[Any, ...], list[tuple[int, Tensor, Tensor, TensorPlan]]] = defaultdict(list)
+            hp, kinds = self.group_hyperparams(group), dict[Any, TensorGroup]()
             for position, (p, tensor) in enumerate(zip(group["params"], self._plan(group, hp), strict=True)):
                 if p.grad is None:
                     continue
                 if p.grad.is_sparse:
                     raise RuntimeError(f"LARS does not support sparse gradients (parameter "
                                        f"{tensor.name or position}): use a dense embedding gradient")
-                weights = self._weights(p)
-                by_kind[(weights.device, weights.dtype)].append((index, p, weights, tensor))
-                stepped.append((p, tensor.name or f"{number}.{position}", weights))
-                index += 1
-            for members in by_kind.values():
-                states = [self.state.get(p, {}) for _, p, _, _ in members]
-                tensors = TensorGroup([w for _, _, w, _ in members], [p.grad for _, p, _, _ in members],  # type: ignore[misc]
-                                      [s.get("momentum_buffer") for s in states], [t for *_, t in members],
-                                      states[0].get("last_lr"), [i for i, *_ in members])
-                batches.append(functional.batch(hp, tensors, hp.lr, functional.path_of(group["foreach"],
-                                                                                       group["fused"])))
+                w, state = self._weights(p), self.state.get(p, {})
+                t = kinds.setdefault((w.device, w.dtype), TensorGroup([], [], [], [], state.get("last_lr"),
+                                                                       []))
+                t.add(w, p.grad, state.get("momentum_buffer"), tensor, len(stepped))
+                stepped.append((p, tensor.name or f"{number}.{position}", t, len(t.params) - 1, hp.lr))
+            path = functional.path_of(group["foreach"], group["fused"])
+            batches += [functional.batch(hp, t, hp.lr, path) for t in kinds.values()]
         functional.run(batches)  # raises, with nothing changed, where fused=True cannot be
         self._trust_ratios.clear()
-        done = {id(w): (b, i) for b in batches for i, w in enumerate(b.extra["group"].params)}
-        for p, name, weights in stepped:
-            b, i = done[id(weights)]
-            state = self.state[p]
-            if b.rule.has_buffer:
-                state["momentum_buffer"] = b.extra["group"].buffers[i]
-            state["step"], state["last_lr"] = state.get("step", 0) + 1, b.lr
+        for p, name, t, i, lr in stepped:
+            state, weights = self.state[p], t.params[i]
+            if t.buffers[i] is not None:
+                state["momentum_buffer"] = t.buffers[i]
+            state["step"], state["last_lr"] = state.get("step", 0) + 1, lr
             if weights is not p:
                 state["master_weight"] = weights
                 p.copy_(weights)
-            self._trust_ratios[name] = (b.coefficients.trust_ratio, i)  # type: ignore[union-attr]
+            self._trust_ratios[name] = (t.ratios, i)  # type: ignore[assignment]
         return loss
 
     def _weights(self, p: Tensor) -> Tensor:
