@@ -140,13 +140,15 @@ def measurement(backend: Backend, kind: str, set_name: str, shapes: Shapes, dtyp
     return row
 
 
-def plan_measurements(backend: Backend, sets: Sequence[str], quick: bool,
+def plan_measurements(backend: Backend, sets: Sequence[str], quick: bool, sweeps: bool = True,
                       ) -> Iterator[tuple[str, str, Callable[[], Shapes], str, list[str]]]:
     """(kind, set name, shapes, dtype, variants) for every measurement of a run."""
     for set_name in sets:
         for dtype in DTYPES:
             if dtype not in backend.unsupported:
                 yield "set", set_name, SETS[set_name], dtype, list(backend.variants)
+    if not sweeps:
+        return
     sweep = backend.sweep_variants()
     for n in QUICK_PARAMETER_SWEEP if quick else PARAMETER_SWEEP:
         yield "parameters", "synthetic", partial(synthetic, n, PARAMETER_SWEEP_TENSORS), "float32", sweep
@@ -156,7 +158,8 @@ def plan_measurements(backend: Backend, sets: Sequence[str], quick: bool,
 
 
 def run_backend(name: str, sets: Sequence[str], quick: bool,
-                save: Callable[[dict[str, Any]], object] = lambda part: None) -> dict[str, Any]:
+                save: Callable[[dict[str, Any]], object] = lambda part: None, sweeps: bool = True,
+                ) -> dict[str, Any]:
     """One backend's part: every measurement, or why it could not run here. `save` gets the part
     after each measurement (so a run stopped half-way keeps what it measured)."""
     part: dict[str, Any] = {"backend": name, "quick": quick, "machine": platform.platform(),
@@ -171,7 +174,7 @@ def run_backend(name: str, sets: Sequence[str], quick: bool,
         print(f"  {name:<6} {dtype}: not supported: {why}", flush=True)
     triad, clock = Triad(QUICK_TRIAD_ELEMENTS if quick else TRIAD_ELEMENTS), BuildClock()
     try:
-        for kind, set_name, shapes, dtype, names in plan_measurements(backend, sets, quick):
+        for kind, set_name, shapes, dtype, names in plan_measurements(backend, sets, quick, sweeps):
             part["measurements"].append(measurement(backend, kind, set_name, shapes(), dtype, names, quick,
                                                     triad, clock))
             save(part)
@@ -190,7 +193,8 @@ def write(part: dict[str, Any], folder: Path) -> Path:
 def run_in_child(name: str, args: argparse.Namespace) -> None:
     """One backend in its own process (its own threads and memory); a crash becomes a part."""
     command = [sys.executable, "-m", "bench.run", "--backend", name, "--parts", str(args.parts),
-               "--sets", *args.sets, *(["--quick"] if args.quick else [])]
+               "--sets", *args.sets, *(["--quick"] if args.quick else []),
+               *([] if args.sweeps else ["--no-sweeps"])]
     timeout = QUICK_TIMEOUT_S if args.quick else TIMEOUT_S
     path = args.parts / f"{name}.json"
     path.unlink(missing_ok=True)
@@ -216,6 +220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sets", nargs="+", choices=list(SETS), default=None,
                         help=f"parameter sets (default: all; with --quick: {', '.join(QUICK_SETS)})")
     parser.add_argument("--quick", action="store_true", help="a smoke run: seconds per backend")
+    parser.add_argument("--no-sweeps", dest="sweeps", action="store_false",
+                        help="the parameter sets only, without the scaling sweeps")
     args = parser.parse_args(argv)
     args.sets = args.sets or list(QUICK_SETS if args.quick else SETS)
     if len(args.backend) > 1:
@@ -225,7 +231,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = args.backend[0]
     print(f"{name}: benchmark{' (quick)' if args.quick else ''}", flush=True)
     (args.parts / f"{name}.json").unlink(missing_ok=True)  # no stale part if this run dies early
-    part = run_backend(name, args.sets, args.quick, save=lambda partial: write(partial, args.parts))
+    part = run_backend(name, args.sets, args.quick, save=lambda partial: write(partial, args.parts),
+                       sweeps=args.sweeps)
     path = write(part, args.parts)
     print(f"{name}: part written to {path}", flush=True)
     return 0
