@@ -176,7 +176,8 @@ class LARS(_compat.Hooks, keras.optimizers.Optimizer):
             if a is not None:
                 self.assign(velocity, _combine((a, ops.convert_to_tensor(velocity)), (-bk, g), (-bl, w)))
             moved = [] if velocity is None else [(-d, ops.convert_to_tensor(velocity))]
-            if (step := _combine(*moved, (e, g), (f, w))) is not None:
+            step = _combine(*moved, (e, g), (f, w))  # (no `:=`: AutoGraph cannot convert it)
+            if step is not None:
                 self.assign_sub(variable, step)
 
         columns = [_column(x, len(b.weights)) for x in (a, bk, bl, d, e, f, c.step)]
