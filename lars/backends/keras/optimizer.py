@@ -146,7 +146,7 @@ class LARS(_compat.Hooks, keras.optimizers.Optimizer):
             batches.append(Batch(rule, KerasOps(dtype), [variables[p] for p in ps],
                                  [ops.cast(grads[p], dtype) for p in ps],
                                  [self.momentums[indices[p]] if rule.has_buffer else None for p in ps],
-                                 learning_rate, self.last_lr, first, len(order)))
+                                 learning_rate, self.last_lr, first, ps))  # each one's place in the step
             order.extend(indices[p] for p in ps)
         step(batches, self)
         ratios = ops.concatenate([ops.cast(b.coefficients.trust_ratio, self.last_trust_ratios.dtype)
