@@ -45,6 +45,11 @@ from lars.core.xp import Ops, is_static
 
 #: Hyperparameters that may be arrays of a step (e.g. injected by `optax.inject_hyperparams`).
 NUMBERS = ("momentum", "dampening", "weight_decay", "trust_coefficient", "eps")
+#: The values that decide the structure (`Hyperparams`, plans) when such a number is an array of
+#: a step with no concrete value: non-zero where zero changes the structure (a momentum buffer,
+#: adaptation that requires weight decay), zero where zero is the one value every mixture allows
+#: (dampening with nesterov).
+STAND_INS = dict(zip(NUMBERS, (0.5, 0.0, 1.0, 1.0, 0.0), strict=True))
 
 
 def product(*factors: Any) -> Any:

@@ -23,7 +23,7 @@ from lars.core.errors import ExclusionError, HyperparameterError, ShardingError,
 from lars.core.flavors import resolve
 from lars.core.hyperparams import Hyperparams
 from lars.core.policy import Exclude, TensorPlan, plan
-from lars.core.rule import NUMBERS, Coefficients, Request, Rule, at
+from lars.core.rule import NUMBERS, STAND_INS, Coefficients, Request, Rule, at
 from lars.core.state import State
 from lars.core.step import Batch, assemble, jobs, step
 from lars.core.xp import Ops, is_static
@@ -31,8 +31,6 @@ from lars.core.xp import Ops, is_static
 Schedule = Callable[[jax.Array], jax.Array]
 #: The mesh axes a tensor is split over, in `axis_name`'s order; () for a replicated tensor.
 Axes = tuple[str, ...]
-#: Stand-ins for traced `NUMBERS` in the structure: non-zero where 0 changes it (buffer, adaptation).
-TRACED = dict(zip(NUMBERS, (0.5, 0.0, 1.0, 1.0, 0.0), strict=True))
 
 
 class LarsState(NamedTuple):
@@ -224,7 +222,7 @@ def lars(learning_rate: float | Schedule | None = None, flavor: str | None = Non
         axes = {**axes.pop("axes"), **axes}
     given = dict(zip(NUMBERS, (momentum, dampening, weight_decay, trust_coefficient, eps), strict=True))
     numbers = {k: v for k, v in given.items() if v is not None and not is_static(v)}
-    static = {k: v if is_static(v) else TRACED[k] if concrete(v) is None else concrete(v)
+    static = {k: v if is_static(v) else STAND_INS[k] if concrete(v) is None else concrete(v)
               for k, v in given.items() if v is not None}
     rules = {"exclude_from_weight_decay": exclude_from_weight_decay,
              "exclude_from_adaptation": exclude_from_adaptation}
