@@ -235,3 +235,25 @@ def test_global_norm_clip_over_variables_of_two_dtypes():
     assert kr.relative_error(kr.values(variables)["dense/kernel"], ref[-1]["dense/kernel"]) <= 1e-5
     assert kr.relative_error(kr.values(variables)["head/kernel"], ref[-1]["head/kernel"]) <= 1e-5
     assert kr.max_error(ref[-1], params) > 1e-3
+
+
+def test_momentum_correction_reaches_the_first_variables_of_a_step_across_dtypes():
+    """MXNet's correction reaches the first `momentum_correction_tensors` variables of a step in
+    their order, whatever their dtype (each dtype is its own batch of the step)."""
+    params = {**kr.initial(np.float64, shapes={"a/kernel": (3, 2)}),
+              **kr.initial(np.float32, shapes={"b/kernel": (2, 2)}),
+              **kr.initial(np.float64, shapes={"c/kernel": (4,)})}
+    lrs = [0.5, 0.25, 1.0, 0.5]
+    grads = [{n: g.astype(params[n].dtype) for n, g in step.items()} for step in
+             kr.gradient_stream(len(lrs), np.float64, shapes={n: p.shape for n, p in params.items()})]
+    hp = lars.hyperparams("mxnet", lr=lrs[0], momentum=0.9, momentum_correction_tensors=2,
+                          trust_coefficient=0.02)
+    ref, _, _ = kr.run_reference(hp, params, grads, lrs.__getitem__)
+    variables = kr.keras_variables(params)
+    optimizer = LARS(hyperparameters=hp)
+    for lr, g in zip(lrs, grads, strict=True):
+        optimizer.learning_rate = lr
+        kr.apply(optimizer, variables, g)
+    for name, value in kr.values(variables).items():
+        assert kr.relative_error(value, ref[-1][name]) <= 1e-5, name
+    assert kr.max_error(ref[-1], params) > 1e-3
