@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from lars.conformance.drivers import ReferenceRun
 from lars.core.hyperparams import Hyperparams
 from lars.core.policy import plan
 from lars.core.rule import Coefficients, Request, Rule, at
@@ -58,20 +59,15 @@ class NumpyBackend:
                                            (at(f, i), w[i])) for i in range(len(w))]
 
 
-class RuleRun:
-    def __init__(self, hp: Hyperparams, params: Mapping[str, Array]) -> None:
-        self._hp = hp
-        self._params = {n: np.array(p, copy=True) for n, p in params.items()}
-        self._dtype = next(iter(self._params.values())).dtype
-        self._state = State()
-        self._ratios: dict[str, float] = {}
+class RuleRun(ReferenceRun):
+    """The reference's run, stepped by the compiled rule instead of `lars.core.reference`."""
 
     def step(self, grads: Mapping[str, Array | None], lr: float) -> None:
         names = [n for n in self._params if grads.get(n) is not None]
-        old = dict(self._state.momentum_buffers)
+        old, dtype = dict(self._state.momentum_buffers), next(iter(self._params.values())).dtype
         batch = Batch(Rule(self._hp, plan(self._hp, [(n, self._params[n].shape) for n in names])),
-                      Ops(self._dtype), [self._params[n] for n in names],
-                      [np.asarray(grads[n], dtype=self._dtype) for n in names],
+                      Ops(dtype), [self._params[n] for n in names],
+                      [np.asarray(grads[n], dtype=dtype) for n in names],
                       [old.get(n, np.zeros_like(self._params[n])) for n in names], lr,
                       last_lr=self._state.last_lr, first=tuple(n not in old for n in names))
         step([batch], NumpyBackend())
@@ -81,22 +77,6 @@ class RuleRun:
         assert batch.coefficients is not None
         self._ratios = {n: float(at(batch.coefficients.trust_ratio, i)) for i, n in enumerate(names)}
         self._state = State(self._state.step + 1, float(lr), old)
-
-    def params(self) -> dict[str, Array]:
-        return dict(self._params)
-
-    def state(self) -> State:
-        return self._state
-
-    def load(self, state: State) -> None:
-        state.check_fits({n: p.shape for n, p in self._params.items()})
-        self._state = state
-
-    def trust_ratios(self) -> dict[str, float]:
-        return dict(self._ratios)
-
-    def hyperparameters(self) -> Hyperparams:
-        return self._hp
 
 
 class RuleDriver:
