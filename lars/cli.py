@@ -37,9 +37,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "or { name, axes }); unmapped tensors keep their names")
     migrate.add_argument("--params", type=Path, help="the target's parameters (.npz by name): the "
                          "migrated state must fit their names and shapes")
+    diff = commands.add_parser("diff", help="how two LARS rules differ, measured on the same settings")
+    diff.add_argument("a", help="a flavor name or a lars.toml file")
+    diff.add_argument("b", help="a flavor name or a lars.toml file")
+    diff.add_argument("--config", type=Path, help="hyperparameter file whose settings and schedule both "
+                      "rules run with (default: a side's file, else common settings)")
+    diff.add_argument("--steps", type=int, default=100, help="steps of each run (default 100)")
+    diff.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
     if args.command == "migrate":
         return run_migrate(args)
+    if args.command == "diff":
+        return run_diff(args)
     from lars.parity import report
 
     if args.command == "merge":
@@ -48,6 +57,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     config = default_config() if args.config is None else load_config(args.config)  # checked first
     return report.main(args.out, args.flavor, peers=args.peers, config=config, training=not args.no_training)
+
+
+def run_diff(args: argparse.Namespace) -> int:
+    """`lars diff`: the rule, the defaults, the measurement and the advice (or `--json`)."""
+    import json
+
+    from lars.core.config import load_config
+    from lars.core.errors import LarsError
+    from lars.parity.diff import diff, text
+
+    try:
+        config = None if args.config is None else load_config(args.config)
+        result = diff(args.a, args.b, config, args.steps)
+    except LarsError as exc:
+        print(f"lars diff: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=1) if args.json else text(result))
+    return 0
 
 
 def run_migrate(args: argparse.Namespace) -> int:

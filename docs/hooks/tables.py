@@ -25,49 +25,10 @@ import re
 from typing import Any
 
 from lars.core.errors import HyperparameterError
+from lars.core.fields import MEANINGS as FIELD_MEANINGS
 from lars.core.flavors import DEFAULT_FLAVOR, FLAVORS, Flavor
 from lars.core.hyperparams import AXES, Hyperparams
 from lars.core.policy import Exclude
-
-#: What each `Hyperparams` field means. The build fails if this and the dataclass disagree.
-FIELD_MEANINGS: dict[str, str] = {
-    "flavor": "The name of the flavor these hyperparameters were built from (informational; "
-              "recorded in saved state).",
-    "lr": "Learning rate. The step's lr (after a schedule) can be passed to each step instead.",
-    "momentum": "Momentum `m`. 0 means no buffer at all (and `dampening` is then ignored).",
-    "dampening": "Dampening `d`: the buffer adds `(1-d)` times the increment.",
-    "nesterov": "Nesterov momentum: the weights move by `increment + m*v` instead of `v`. "
-                "Needs `momentum > 0` and `dampening == 0`.",
-    "weight_decay": "Weight decay `wd`, added to the gradient as `wd*w` (and to the split "
-                    "denominator) for tensors not excluded from weight decay.",
-    "trust_coefficient": "Trust coefficient `eta` that multiplies the trust ratio.",
-    "eps": "Added to the trust-ratio denominator.",
-    "larc_clip": "LARC clip: `r = min(r/lr, 1)`, so the effective rate `lr*r` never exceeds `lr`.",
-    "maximize": "Ascend instead of descend: the gradient is negated first.",
-    "grad_rescale": "Multiplies the gradient (MXNet's `rescale_grad`); the norms see it too.",
-    "grad_clip_value": "Clip every gradient element to `[-c, c]` (after rescaling). None: off.",
-    "grad_clip_norm": "Scale all gradients together so that their global L2 norm is at most "
-                      "`c`. None: off.",
-    "trust_denominator": "Which denominator the trust ratio uses (see the axes table).",
-    "momentum_style": "Where `lr` and the ratio sit relative to the momentum buffer.",
-    "buffer_start": "The buffer's first value: zero, or a copy of the first increment.",
-    "zero_norm_rule": "When the trust ratio falls back to 1.",
-    "weight_decay_on_fallback": "Whether weight decay is still applied to a tensor whose ratio "
-                                "fell back to 1 at a zero norm.",
-    "adapt_requires_weight_decay": "Adapt a tensor only if its effective weight decay is not 0.",
-    "larc_clip_on_fallback": "Apply the LARC clip also to the fallback ratio 1 (timm).",
-    "clip_before_norms": "Whether the trust-ratio norms see the clipped gradient (tensorlogic) "
-                         "or the unclipped one (MXNet).",
-    "momentum_correction": "MXNet 1.9.1's momentum correction `m*lr_t/lr_{t-1}`.",
-    "momentum_correction_tensors": "How many tensors (the first ones of each step) get the "
-                                   "momentum correction; None: every tensor.",
-    "exclude_from_weight_decay": "Tensors that get no weight decay (see Exclusions).",
-    "exclude_from_adaptation": "Tensors whose trust ratio is 1 (see Exclusions).",
-    "eps_when_zero": "An `eps` of 0 becomes this (MLPerf TF2's `epsilon or 1e-7`); kept by "
-                     "`replace`, so the quirk survives every copy. None: off.",
-    "adaptation_exclusion_follows_weight_decay": "An empty `exclude_from_adaptation` takes the "
-                                                 "weight-decay rule (TF Model Garden's default).",
-}
 
 NUMBERS = ("momentum", "dampening", "weight_decay", "trust_coefficient", "eps")
 CHOICES = tuple(AXES)
