@@ -11,7 +11,8 @@ and replace these placeholders in any page:
 
 The allowed values come from the validation itself (the `allowed` text of the
 `HyperparameterError` raised for NaN), so the page shows exactly what the code enforces.
-The build fails if a field has no meaning below, if a meaning names no field, or if the
+The meanings come from `lars.core.fields.MEANINGS`. The build fails if a field has no meaning
+there, if a meaning names no field, or if the
 specification page lacks a quirks section (`### `name``) for a flavor.
 
 Imports `lars` only (NumPy); run mkdocs with the repository root on PYTHONPATH.

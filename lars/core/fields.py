@@ -63,8 +63,8 @@ SETTINGS: tuple[str, ...] = (
 MATTERS: Mapping[str, str] = MappingProxyType({
     "trust_coefficient": "always: every adapted step scales with it (1.0 against 1e-3 makes "
                          "steps 1,000 times larger)",
-    "eps": "only when a denominator is near zero or comparable to eps (tiny gradients, zero-"
-           "initialised tensors); otherwise below float rounding",
+    "eps": "in proportion to eps / denominator: much only when a denominator is near zero or "
+           "comparable to eps (tiny gradients or weights, zero-initialised tensors)",
     "larc_clip": "whenever lr*r would exceed lr (r/lr > 1): it caps the step at plain SGD's",
     "trust_denominator": "always with weight decay: the split and combined norms differ by the "
                          "angle between g and w, most when the gradient is as small as wd*w; "

@@ -23,7 +23,7 @@ import numpy as np
 
 from lars.conformance.cases import CASES, Case
 from lars.core import reference
-from lars.core.config import Config, load_config
+from lars.core.config import DEFAULT_CONFIG, Config, default_config, load_config
 from lars.core.errors import HyperparameterError
 from lars.core.fields import MATTERS, MEANINGS, RULE, SETTINGS
 from lars.core.flavors import FLAVORS, hyperparams
@@ -59,12 +59,17 @@ class Side:
         return self.hyperparams.lr
 
 
-def side(spec: str) -> Side:
-    """A flavor name, or the path of a `lars.toml` (read and checked)."""
+def side(spec: str | Hyperparams) -> Side:
+    """A flavor name, the path of a `lars.toml` (read and checked; the shipped file by its name,
+    `mlperf_resnet50.toml`, where no such file is here), or a `Hyperparams` (its lr a setting)."""
+    if isinstance(spec, Hyperparams):
+        return Side(f"{spec.flavor} (custom)", spec, Config(spec, source="<Hyperparams>"))
     if spec in FLAVORS:
         return Side(spec, hyperparams(spec, lr=FLAVORS[spec].defaults.get("lr", 0.0)))
-    if Path(spec).suffix == ".toml" or Path(spec).is_file():
+    if Path(spec).is_file() or (Path(spec).suffix == ".toml" and Path(spec).name != DEFAULT_CONFIG):
         return Side(spec, (config := load_config(spec)).hyperparams, config)
+    if Path(spec).name == DEFAULT_CONFIG:
+        return Side(spec, (config := default_config()).hyperparams, config)
     raise HyperparameterError("side", spec, "a flavor (" + ", ".join(FLAVORS) + ") or a lars.toml file")
 
 
@@ -169,6 +174,11 @@ def measurement(config: Config | None, steps: int) -> tuple[dict[str, Any], Call
 
 def advice(s: Side) -> dict[str, str]:
     """How to keep this side's rule in each framework with this package's adapters."""
+    if s.config is not None and s.config.source == "<Hyperparams>":
+        return {"PyTorch": "lars.backends.torch.LARS(model.named_parameters(), hyperparameters=hp)",
+                "JAX / optax": "lars.backends.jax.lars(hyperparameters=hp)",
+                "Keras 3": "lars.backends.keras.LARS(hyperparameters=hp)",
+                "MXNet Gluon": "gluon.Trainer(params, OneLARS(hyperparameters=hp))"}
     if s.config is not None:
         path = s.label
         return {"PyTorch": f'lars.backends.torch.LARS.from_config(model.named_parameters(), "{path}")',
@@ -182,8 +192,10 @@ def advice(s: Side) -> dict[str, str]:
             "MXNet Gluon": f'gluon.Trainer(params, "onelars", {{"flavor": "{f}", "learning_rate": LR}})'}
 
 
-def diff(a_spec: str, b_spec: str, config: Config | None = None, steps: int = 100) -> dict[str, Any]:
-    """Everything `lars diff` prints, as JSON-able data."""
+def diff(a_spec: str | Hyperparams, b_spec: str | Hyperparams, config: Config | None = None,
+         steps: int = 100) -> dict[str, Any]:
+    """Everything `lars diff` prints, as JSON-able data: the rule's differences, the defaults',
+    the measurement (`training`, `cases`: `worst`, `first_step`, `layers`) and the advice."""
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise HyperparameterError("steps", steps, "an int >= 1")
     a, b = side(a_spec), side(b_spec)
