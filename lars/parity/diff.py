@@ -52,10 +52,13 @@ class Side:
     config: Config | None = None
 
     @property
-    def lr(self) -> float | None:
-        """The side's own lr; None for a flavor that requires one."""
-        if self.config is None and FLAVORS[self.label].lr_required:
-            return None
+    def lr(self) -> float | str:
+        """The side's own lr: a number, "required" (a flavor without a default) or its schedule."""
+        if self.config is None:
+            return "required" if FLAVORS[self.label].lr_required else self.hyperparams.lr
+        if self.config.schedule is not None:
+            kind = type(self.config.schedule).__name__
+            return f"{kind} schedule to {getattr(self.config.schedule, 'base_lr', '?')}"
         return self.hyperparams.lr
 
 
@@ -85,7 +88,7 @@ def rule_differences(a: Hyperparams, b: Hyperparams) -> list[dict[str, Any]]:
 
 
 def setting_differences(a: Side, b: Side) -> list[dict[str, Any]]:
-    """The settings whose defaults differ (an lr a flavor requires shows as None)."""
+    """The settings whose defaults differ."""
     def value(s: Side, f: str) -> Any:
         return s.lr if f == "lr" else shown(getattr(s.hyperparams, f))
     return [{"field": f, "a": value(a, f), "b": value(b, f)} for f in SETTINGS if value(a, f) != value(b, f)]
@@ -180,11 +183,12 @@ def advice(s: Side) -> dict[str, str]:
                 "Keras 3": "lars.backends.keras.LARS(hyperparameters=hp)",
                 "MXNet Gluon": "gluon.Trainer(params, OneLARS(hyperparameters=hp))"}
     if s.config is not None:
-        path = s.label
-        return {"PyTorch": f'lars.backends.torch.LARS.from_config(model.named_parameters(), "{path}")',
-                "JAX / optax": f'lars.backends.jax.lars_from_config("{path}")',
-                "Keras 3": f'lars.backends.keras.LARS.from_toml("{path}")',
-                "MXNet Gluon": f'gluon.Trainer(params, OneLARS.from_config_file("{path}"))'}
+        path = "lars.default_config()" if Path(s.label).name == DEFAULT_CONFIG and not Path(
+            s.label).is_file() else f'"{s.label}"'
+        return {"PyTorch": f"lars.backends.torch.LARS.from_config(model.named_parameters(), {path})",
+                "JAX / optax": f"lars.backends.jax.lars_from_config({path})",
+                "Keras 3": f"lars.backends.keras.LARS.from_toml({path})",
+                "MXNet Gluon": f"gluon.Trainer(params, OneLARS.from_config_file({path}))"}
     f = s.label
     return {"PyTorch": f'lars.backends.torch.LARS(model.named_parameters(), lr=LR, flavor="{f}")',
             "JAX / optax": f'lars.backends.jax.lars(LR, flavor="{f}")',
@@ -220,8 +224,8 @@ def diff(a_spec: str | Hyperparams, b_spec: str | Hyperparams, config: Config | 
             "advice": advice(a)}
 
 
-def _value(v: Any) -> str:
-    return "required" if v is None else repr(v)
+def _value(v: Any, field: str) -> str:
+    return v if field == "lr" and isinstance(v, str) else repr(v)  # "required", or a schedule
 
 
 def text(result: Mapping[str, Any]) -> str:
@@ -231,10 +235,10 @@ def text(result: Mapping[str, Any]) -> str:
     if result["same_rule"]:
         lines.append(f"  the same rule: {a} and {b} differ at most in their defaults")
     for d in result["rule"]:
-        lines += [f"  {d['field']}: {_value(d['a'])} vs {_value(d['b'])}", f"      {d['meaning']}",
+        lines += [f"  {d['field']}: {d['a']!r} vs {d['b']!r}", f"      {d['meaning']}",
                   f"      matters: {d['matters']}"]
     lines += ["", "Defaults (settings a training script usually passes)"]
-    lines += [f"  {d['field']}: {_value(d['a'])} vs {_value(d['b'])}"
+    lines += [f"  {d['field']}: {_value(d['a'], d['field'])} vs {_value(d['b'], d['field'])}"
               for d in result["settings"]] or ["  the same"]
     m, t = result["measured_with"], result["training"]
     lines += ["", f"Measured: both rules with {m['source']}, {m['steps']} steps, float64 reference",
