@@ -70,7 +70,7 @@ def run_diff(args: argparse.Namespace) -> int:
     try:
         config = None if args.config is None else load_config(args.config)
         result = diff(args.a, args.b, config, args.steps)
-    except LarsError as exc:
+    except (LarsError, ImportError) as exc:  # ImportError: the digits problem's scikit-learn
         print(f"lars diff: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(result, indent=1) if args.json else text(result))
