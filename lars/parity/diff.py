@@ -244,9 +244,12 @@ def text(result: Mapping[str, Any]) -> str:
     lines += ["", f"Measured: both rules with {m['source']}, {m['steps']} steps, float64 reference",
               f"  digits MLP: weights {_divergence(t['worst'])} apart after the last step; "
               + _first(t["first_step"], result["rounding"])]
-    lines += [f"    {n:<16} {_divergence(v)}" for n, v in t["layers"].items()]
+    ratios = t["trust_ratios"]
+    lines.append(f"    {'layer':<16} {'divergence':<12} last trust ratio: {a} vs {b}")
+    lines += [f"    {n:<16} {_divergence(v):<12} {_last(ratios['a'][n])} vs {_last(ratios['b'][n])}"
+              for n, v in t["layers"].items()]
     losses = t["losses"]
-    lines.append(f"    final loss: {_loss(losses['a'])} ({a}) vs {_loss(losses['b'])} ({b})")
+    lines.append(f"    final loss: {_last(losses['a'])} ({a}) vs {_last(losses['b'])} ({b})")
     lines.append("  seeded cases (case: divergence after the last step, first step beyond rounding):")
     lines += [f"    {n:<22} {_divergence(c['worst']):<12} {c['first_step'] or '-'}"
               for n, c in result["cases"].items()]
@@ -259,7 +262,7 @@ def _divergence(v: float) -> str:
     return "diverged" if v >= DIVERGED else f"{v:.3g}"
 
 
-def _loss(values: Sequence[float | None]) -> str:
+def _last(values: Sequence[float | None]) -> str:
     return "diverged" if not values or values[-1] is None else f"{values[-1]:.4g}"
 
 
