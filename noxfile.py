@@ -9,7 +9,8 @@ docs       mkdocs build --strict
 parity     the parity report (the README's main job)
 torch, jax, tensorflow, keras_jax, mxnet
            each adapter's tests and the conformance suite, in its framework's environment
-migration  a saved state moved between every pair of backends, each in its session's environment
+migration  a saved state moved between every pair of backends, each in its session's environment;
+           the one API shape (docs/api.md's programs run, saved and resumed in a fresh process)
 bench      the benchmark: every backend's step beside its framework's anchors (bench/run.py)
 """
 
@@ -29,8 +30,9 @@ PYTHON = "3.11"
 #: Each backend's own tests run in its session, with its framework installed.
 BACKEND_TESTS = ["--ignore=tests/torch", "--ignore=tests/jax", "--ignore=tests/keras",
                  "--ignore=tests/keras_jax", "--ignore=tests/mxnet",
-                 # every pair of backends: the `migration` session, with each backend's environment
-                 "--ignore=tests/test_migration.py"]
+                 # every pair of backends, and every backend's API: the `migration` session, with
+                 # each backend's environment
+                 "--ignore=tests/test_migration.py", "--ignore=tests/test_api.py"]
 TORCH = ["torch==2.13.0", "pytorch-optimizer==4.1.0", "scikit-learn"]
 JAX = ["jax==0.10.2", "optax==0.2.8", "scikit-learn"]
 TENSORFLOW = ["tensorflow-cpu==2.21.0", "keras==3.15.1", "scikit-learn", "gin-config", "pyyaml"]
@@ -124,7 +126,7 @@ def migration(session: nox.Session) -> None:
                           " first (the default run does)")
         env[f"LARS_{backend.upper()}_PYTHON"] = str(python)
     session.install("-e", ".[test]")
-    session.run("pytest", "tests/test_migration.py", "tests/test_migrate_cli.py", "-q",
+    session.run("pytest", "tests/test_migration.py", "tests/test_migrate_cli.py", "tests/test_api.py", "-q",
                 "-p", "no:cacheprovider", *session.posargs, env=env)
 
 

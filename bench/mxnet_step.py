@@ -40,19 +40,19 @@ def peer(tensors: Tensors, dtype: str) -> Step:
 
 
 def ours_mxnet(tensors: Tensors, dtype: str) -> Step:
-    optimizer = OneLARS("mxnet", learning_rate=0.1, momentum=0.9, wd=1e-4, param_idx2name=names(tensors))
+    optimizer = OneLARS(0.1, "mxnet", momentum=0.9, wd=1e-4, param_idx2name=names(tensors))
     return runner(optimizer, tensors, dtype)
 
 
 def ours_multi(tensors: Tensors, dtype: str) -> Step:
     """The mxnet flavor on MXNet's multi-tensor kernels, as MXNet's LARS (not the default)."""
-    optimizer = OneLARS("mxnet", learning_rate=0.1, momentum=0.9, wd=1e-4, param_idx2name=names(tensors),
+    optimizer = OneLARS(0.1, "mxnet", momentum=0.9, wd=1e-4, param_idx2name=names(tensors),
                         kernels="multi")
     return runner(optimizer, tensors, dtype)
 
 
 def ours_paper(tensors: Tensors, dtype: str) -> Step:
-    optimizer = OneLARS("paper", learning_rate=0.1, momentum=0.9, wd=1e-4, param_idx2name=names(tensors))
+    optimizer = OneLARS(0.1, "paper", momentum=0.9, wd=1e-4, param_idx2name=names(tensors))
     return runner(optimizer, tensors, dtype)
 
 
@@ -69,7 +69,7 @@ def backend() -> Backend:
     refused = bfloat16_refused()
     return Backend(
         name="mxnet",
-        versions={"mxnet": mx.__version__, "aggregation": str(OneLARS("mxnet").aggregate_num)},
+        versions={"mxnet": mx.__version__, "aggregation": str(OneLARS(flavor="mxnet").aggregate_num)},
         variants={"mxnet sgd": sgd, "mxnet LARS": peer, "lars mxnet flavor": ours_mxnet,
                   "lars mxnet flavor, multi kernels": ours_multi, "lars paper": ours_paper},
         targets=(Target("lars mxnet flavor", "mxnet LARS", 1.0), Target("lars paper", "mxnet LARS", 1.0)),

@@ -142,7 +142,7 @@ def test_the_shipped_file_is_measured_with_its_own_settings(capsys):
     result = json.loads(capsys.readouterr().out)
     assert "mlperf_resnet50.toml" in result["measured_with"]["source"]
     assert result["measured_with"]["settings"]["exclude_from_weight_decay"] != "nothing"
-    assert "from_config" in result["advice"]["PyTorch"]
+    assert "from_file" in result["advice"]["PyTorch"]
 
 
 @pytest.mark.parametrize("argv,field", [(["diff", "nosuch", "optax"], "side"),

@@ -185,10 +185,10 @@ def advice(s: Side) -> dict[str, str]:
     if s.config is not None:
         path = "lars.default_config()" if Path(s.label).name == DEFAULT_CONFIG and not Path(
             s.label).is_file() else f'"{s.label}"'
-        return {"PyTorch": f"lars.backends.torch.LARS.from_config(model.named_parameters(), {path})",
-                "JAX / optax": f"lars.backends.jax.lars_from_config({path})",
-                "Keras 3": f"lars.backends.keras.LARS.from_toml({path})",
-                "MXNet Gluon": f"gluon.Trainer(params, OneLARS.from_config_file({path}))"}
+        return {"PyTorch": f"lars.backends.torch.LARS.from_file(model.named_parameters(), {path})",
+                "JAX / optax": f"lars.backends.jax.from_file({path})",
+                "Keras 3": f"lars.backends.keras.LARS.from_file({path})",
+                "MXNet Gluon": f"gluon.Trainer(params, OneLARS.from_file({path}))"}
     f = s.label
     return {"PyTorch": f'lars.backends.torch.LARS(model.named_parameters(), lr=LR, flavor="{f}")',
             "JAX / optax": f'lars.backends.jax.lars(LR, flavor="{f}")',

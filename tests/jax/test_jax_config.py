@@ -1,4 +1,4 @@
-"""`lars_from_config`: the transformation a hyperparameter file describes is the one the same
+"""`from_file`: the transformation a hyperparameter file describes is the one the same
 keyword arguments make, and its schedule is counted by the update count as in the core."""
 
 import re
@@ -9,8 +9,8 @@ import pytest
 from jax_reference import SHAPES, assert_matches, flat, gradients, run, run_reference, tree
 
 import lars
+from lars.backends.jax import from_file
 from lars.backends.jax import lars as lars_tx
-from lars.backends.jax import lars_from_config
 
 FILE = """
 flavor = "timm"
@@ -38,7 +38,7 @@ def test_from_config_is_the_transformation_the_same_arguments_make(tmp_path):
     path = tmp_path / "lars.toml"
     path.write_text(FILE)
     params, grads = tree(SHAPES, 0), gradients(SHAPES, 4)
-    by_file, state_file = run(lars_from_config(path), params, grads, jit=True)
+    by_file, state_file = run(from_file(path), params, grads, jit=True)
     by_kwargs, state_kwargs = run(lars_tx(0.5, "timm", **KWARGS), params, grads, jit=True)
     for a, b in zip(jax.tree.leaves((by_file, state_file)), jax.tree.leaves((by_kwargs, state_kwargs)),
                     strict=True):
@@ -50,7 +50,7 @@ def test_the_files_schedule_drives_the_lr_as_in_the_core(tmp_path):
     path.write_text(SCHEDULED)
     config = lars.load_config(path)
     params, grads = tree(SHAPES, 0), gradients(SHAPES, 6)
-    ours, state = run(lars_from_config(config), params, grads, jit=True)
+    ours, state = run(from_file(config), params, grads, jit=True)
     expected, _, _ = run_reference(config.hyperparams, params, grads, lrs=config.schedule)
     assert_matches(ours, expected)
     assert float(state.last_lr) == config.schedule(5)
@@ -63,4 +63,4 @@ def test_a_bad_file_is_refused_before_a_transformation_is_made(tmp_path):
     expected = rf"^{re.escape(str(path))}: trust_denominator='combind' is invalid: expected one of .*" \
                r"\(did you mean 'combined'\?\)"
     with pytest.raises(lars.ConfigError, match=expected):
-        lars_from_config(path)
+        from_file(path)

@@ -1,4 +1,4 @@
-"""`LARS.from_toml`: the optimizer a hyperparameter file describes is the one the same keyword
+"""`LARS.from_file`: the optimizer a hyperparameter file describes is the one the same keyword
 arguments make, its schedule runs as the core's, and Keras's own `from_config` still works."""
 
 import re
@@ -39,11 +39,11 @@ def steps(optimizer, params, grads):
     return values(variables)
 
 
-def test_from_toml_is_the_optimizer_the_same_arguments_make(tmp_path):
+def test_from_file_is_the_optimizer_the_same_arguments_make(tmp_path):
     path = tmp_path / "lars.toml"
     path.write_text(FILE)
     params, grads = initial(), gradient_stream(4)
-    by_file, by_kwargs = LARS.from_toml(path), LARS(learning_rate=0.5, **KWARGS)
+    by_file, by_kwargs = LARS.from_file(path), LARS(learning_rate=0.5, **KWARGS)
     assert by_file.hyperparameters == by_kwargs.hyperparameters
     ours, theirs = steps(by_file, params, grads), steps(by_kwargs, params, grads)
     for name in params:
@@ -54,7 +54,7 @@ def test_the_files_schedule_drives_the_lr_as_in_the_core(tmp_path):
     path = tmp_path / "scheduled.toml"
     path.write_text(SCHEDULED)
     config = lars.load_config(path)
-    optimizer = LARS.from_toml(path)
+    optimizer = LARS.from_file(path)
     assert isinstance(optimizer._learning_rate, CoreSchedule)
     params, grads = initial(), gradient_stream(6)
     ours = steps(optimizer, params, grads)
@@ -65,7 +65,7 @@ def test_the_files_schedule_drives_the_lr_as_in_the_core(tmp_path):
 def test_keras_from_config_still_rebuilds_from_get_config(tmp_path):
     path = tmp_path / "lars.toml"
     path.write_text(FILE)
-    optimizer = LARS.from_toml(path, clipnorm=1.0)
+    optimizer = LARS.from_file(path, clipnorm=1.0)
     rebuilt = LARS.from_config(optimizer.get_config())
     assert rebuilt.hyperparameters == optimizer.hyperparameters
     assert rebuilt.clipnorm == 1.0
@@ -75,8 +75,8 @@ def test_only_keras_arguments_may_be_added_and_a_bad_file_is_refused(tmp_path):
     path = tmp_path / "lars.toml"
     path.write_text(FILE)
     with pytest.raises(TypeError, match=r"got \['momentum'\]: the hyperparameters come from the file"):
-        LARS.from_toml(path, momentum=0.5)
+        LARS.from_file(path, momentum=0.5)
     path.write_text("lr = 0.1\nexclude_from_adaptation = 3\n")
     expected = rf"^{re.escape(str(path))}: exclude_from_adaptation=3 is invalid"
     with pytest.raises(lars.ConfigError, match=expected):
-        LARS.from_toml(path)
+        LARS.from_file(path)

@@ -257,3 +257,23 @@ def test_momentum_correction_reaches_the_first_variables_of_a_step_across_dtypes
     for name, value in kr.values(variables).items():
         assert kr.relative_error(value, ref[-1][name]) <= 1e-5, name
     assert kr.max_error(ref[-1], params) > 1e-3
+
+
+def test_keras_exclude_from_weight_decay_hook_is_the_cores_exclusion(float64):
+    """`optimizer.exclude_from_weight_decay(var_names=["bias"])`, the Keras 3 way (as for AdamW),
+    keeps the bias free of weight decay: the run is the reference's with that exclusion, and not
+    the reference's without it."""
+    params, grads = kr.initial(np.float64), kr.gradient_stream(5, np.float64)
+    variables = kr.keras_variables(params)
+    optimizer = LARS(0.1, "paper", momentum=0.9, weight_decay=0.1)
+    optimizer.exclude_from_weight_decay(var_names=["bias"])
+    for g in grads:
+        kr.apply(optimizer, variables, g)
+    excluded = lars.hyperparams("paper", lr=0.1, momentum=0.9, weight_decay=0.1,
+                                exclude_from_weight_decay=["bias"])
+    ours = kr.values(variables)
+    assert kr.max_error(ours, kr.run_reference(excluded, params, grads)[0][-1]) <= 1e-12
+    decayed = lars.hyperparams("paper", lr=0.1, momentum=0.9, weight_decay=0.1)
+    assert kr.max_error(ours, kr.run_reference(decayed, params, grads)[0][-1]) > 1e-6
+    with pytest.raises(ValueError, match="before the optimizer is built"):
+        optimizer.exclude_from_weight_decay(var_names=["kernel"])

@@ -30,13 +30,14 @@ def run(optimizer: OneLARS) -> list[np.ndarray]:
 @pytest.mark.parametrize("flavor", ["paper", "mxnet"])
 def test_the_default_chunk_gives_the_bits_of_chunks_of_four(flavor: str, kernels: str) -> None:
     options = dict(learning_rate=0.1, momentum=0.9, wd=1e-3, param_idx2name=NAMES, kernels=kernels)
-    default = OneLARS(flavor, **options)
+    default = OneLARS(flavor=flavor, **options)
     assert default.aggregate_num == AGGREGATION
-    for ours, fours in zip(run(default), run(OneLARS(flavor, aggregate_num=4, **options)), strict=True):
+    by_four = OneLARS(flavor=flavor, aggregate_num=4, **options)
+    for ours, fours in zip(run(default), run(by_four), strict=True):
         assert np.array_equal(ours, fours)
 
 
 @pytest.mark.parametrize("value", [0, 61, 2.5, True])
 def test_an_aggregation_mxnet_cannot_run_is_refused(value: object) -> None:
     with pytest.raises(lars.HyperparameterError, match=r"aggregate_num.*from 1 to 60"):
-        OneLARS("paper", learning_rate=0.1, aggregate_num=value)  # type: ignore[arg-type]
+        OneLARS(flavor="paper", learning_rate=0.1, aggregate_num=value)  # type: ignore[arg-type]

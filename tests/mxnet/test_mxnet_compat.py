@@ -14,7 +14,7 @@ def test_an_updater_keeps_the_update_counts_per_device() -> None:
     """`Updater.__call__` swaps in the weights' device's counts (`_set_current_context`) before
     `_update_count` advances `_index_update_count` and `num_update`; `count` says when a
     device's step begins; OneLARS keeps its books by the same device ids."""
-    optimizer = OneLARS("paper", learning_rate=0.1, momentum=0.9)
+    optimizer = OneLARS(flavor="paper", learning_rate=0.1, momentum=0.9)
     updater = mx.optimizer.get_updater(optimizer)
     begins = []
     real = optimizer.count
@@ -29,7 +29,7 @@ def test_an_updater_keeps_the_update_counts_per_device() -> None:
 
 
 def test_counts_are_set_in_place() -> None:
-    optimizer = OneLARS("paper", learning_rate=0.1)
+    optimizer = OneLARS(flavor="paper", learning_rate=0.1)
     current = optimizer._index_update_count
     optimizer.set_counts(2, 4, [1])
     optimizer.set_counts(0, 7, [0, 3])
@@ -43,14 +43,14 @@ def test_lrs_and_wds_apply_the_scheduler_and_multipliers() -> None:
     params = {0: gluon.Parameter("a_weight", shape=(2,), lr_mult=0.5, wd_mult=2.0),
               1: gluon.Parameter("b_bias", shape=(2,))}
     scheduler = mx.lr_scheduler.FactorScheduler(step=1, factor=0.5, base_lr=1.0)
-    optimizer = OneLARS("paper", lr_scheduler=scheduler, wd=0.1, param_dict=params)
+    optimizer = OneLARS(flavor="paper", lr_scheduler=scheduler, wd=0.1, param_dict=params)
     optimizer.count([0, 1])
     optimizer.count([0, 1])
     assert optimizer.lrs_and_wds([0, 1]) == ([0.25, 0.5], [pytest.approx(0.2), pytest.approx(0.1)])
 
 
 def test_an_updater_holds_its_optimizer_and_states_by_index() -> None:
-    optimizer = OneLARS("paper", learning_rate=0.1, momentum=0.9)
+    optimizer = OneLARS(flavor="paper", learning_rate=0.1, momentum=0.9)
     updater = mx.optimizer.get_updater(optimizer)
     updater([3], [nd.ones((2,))], [nd.ones((2,))])
     held, states = _compat.held(updater)

@@ -46,7 +46,7 @@ def exact_ratios(flavor: str, weights: list[np.ndarray], grads: list[np.ndarray]
 @pytest.mark.parametrize("aggregate_num", [4, 1], ids=["aggregated", "per-tensor"])
 def test_the_trust_ratio_of_a_large_tensor_is_the_exact_one(flavor: str, aggregate_num: int) -> None:
     weights, grads = values()
-    optimizer = OneLARS(flavor, aggregate_num=aggregate_num, param_idx2name=dict(enumerate(NAMES)),
+    optimizer = OneLARS(flavor=flavor, aggregate_num=aggregate_num, param_idx2name=dict(enumerate(NAMES)),
                         exclude_from_weight_decay=None, exclude_from_adaptation=None, **OPTIONS)
     updater = mx.optimizer.get_updater(optimizer)
     updater([0, 1], [nd.array(g) for g in grads], [nd.array(w) for w in weights])

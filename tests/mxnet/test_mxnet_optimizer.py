@@ -59,7 +59,7 @@ def test_matches_the_reference(flavor: str, dtype: type, aggregate_num: int) -> 
     options = FLAVORS[flavor]
     init, grads = tensors(0, dtype), gradients(STEPS, dtype)
     expected, last = reference_run(core_hp(flavor, options), init, grads)
-    optimizer = OneLARS(flavor, aggregate_num=aggregate_num, param_idx2name=dict(enumerate(NAMES)),
+    optimizer = OneLARS(flavor=flavor, aggregate_num=aggregate_num, param_idx2name=dict(enumerate(NAMES)),
                         **options)
     got, updater = our_run(optimizer, init, grads)
     assert all(w.dtype == dtype for w in got)
@@ -80,7 +80,7 @@ def test_flavors_are_not_interchangeable() -> None:
     """The comparison above can fail: another flavor's rule misses the reference."""
     init, grads = tensors(0, np.float64), gradients(5, np.float64)
     expected, _ = reference_run(core_hp("paper", FLAVORS["paper"]), init, grads)
-    got, _ = our_run(OneLARS("pytorch_optimizer", **FLAVORS["paper"]), init, grads)
+    got, _ = our_run(OneLARS(flavor="pytorch_optimizer", **FLAVORS["paper"]), init, grads)
     assert max(relative_error(a, b) for a, b in zip(got, expected, strict=True)) > 1e-3
 
 
@@ -90,12 +90,12 @@ def test_gluon_wd_mult_is_respected() -> None:
     params = {i: gluon.Parameter(f"p{i}", shape=s, wd_mult=m)
               for i, (s, m) in enumerate(zip(SHAPES, mults, strict=True))}
     init, grads = tensors(0, np.float64), gradients(STEPS, np.float64)
-    got, _ = our_run(OneLARS("paper", param_dict=params, **FLAVORS["paper"]), init, grads)
+    got, _ = our_run(OneLARS(flavor="paper", param_dict=params, **FLAVORS["paper"]), init, grads)
     for i, mult in enumerate(mults):  # paper: each tensor's step depends on its own data only
         options = FLAVORS["paper"] | {"wd": 1e-3 * mult}
         expected, _ = reference_run(core_hp("paper", options), [init[i]], [[g[i]] for g in grads], [f"p{i}"])
         assert relative_error(got[i], expected[0]) <= 1e-12, i
-    plain, _ = our_run(OneLARS("paper", **FLAVORS["paper"]), init, grads)
+    plain, _ = our_run(OneLARS(flavor="paper", **FLAVORS["paper"]), init, grads)
     assert relative_error(got[1], plain[1]) > 1e-6  # wd_mult=0 made a difference
 
 
@@ -110,7 +110,7 @@ def test_invalid_hyperparameters_raise_the_core_error(arguments: dict[str, float
     with pytest.raises(lars.HyperparameterError) as expected:
         lars.hyperparams("paper", **({"lr": 0.1} | core))
     with pytest.raises(lars.HyperparameterError) as got:
-        OneLARS("paper", **({"learning_rate": 0.1} | arguments))
+        OneLARS(flavor="paper", **({"learning_rate": 0.1} | arguments))
     assert str(got.value) == str(expected.value)
     with pytest.raises(lars.HyperparameterError):
         dense = gluon.nn.Dense(2, in_units=2)
@@ -120,11 +120,11 @@ def test_invalid_hyperparameters_raise_the_core_error(arguments: dict[str, float
 
 def test_grad_clip_norm_is_refused() -> None:
     with pytest.raises(lars.HyperparameterError, match=r"grad_clip_norm.*clip_global_norm"):
-        OneLARS("paper", learning_rate=0.1, grad_clip_norm=1.0)
+        OneLARS(flavor="paper", learning_rate=0.1, grad_clip_norm=1.0)
 
 
 def test_sparse_gradients_are_refused() -> None:
-    updater = mx.optimizer.get_updater(OneLARS("paper", learning_rate=0.1))
+    updater = mx.optimizer.get_updater(OneLARS(flavor="paper", learning_rate=0.1))
     weight = nd.ones((4, 3))
     before = weight.asnumpy()
     with pytest.raises(RuntimeError, match="sparse"):
@@ -133,7 +133,7 @@ def test_sparse_gradients_are_refused() -> None:
 
 
 def test_float16_without_multi_precision_warns() -> None:
-    updater = mx.optimizer.get_updater(OneLARS("paper", learning_rate=0.1))
+    updater = mx.optimizer.get_updater(OneLARS(flavor="paper", learning_rate=0.1))
     with pytest.warns(UserWarning, match="multi_precision"):
         updater([0], [nd.ones((4, 3), dtype="float16")], [nd.ones((4, 3), dtype="float16")])
 
@@ -142,7 +142,7 @@ def test_float16_without_multi_precision_warns() -> None:
 def test_float16_multi_precision_keeps_an_fp32_master(aggregate_num: int) -> None:
     init = [w.astype(np.float16) for w in tensors(0)]
     grads = [[g.astype(np.float16) for g in step] for step in gradients(STEPS)]
-    optimizer = OneLARS("paper", multi_precision=True, aggregate_num=aggregate_num, **FLAVORS["paper"])
+    optimizer = OneLARS(flavor="paper", multi_precision=True, aggregate_num=aggregate_num, **FLAVORS["paper"])
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)  # no float16 warning with multi_precision
         got, updater = our_run(optimizer, init, grads)
@@ -193,7 +193,7 @@ def test_loading_states_of_another_network_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("aggregate_num", [4, 1], ids=["aggregated", "per-tensor"])
 def test_a_buffer_of_the_wrong_shape_is_refused(aggregate_num: int) -> None:
-    optimizer = OneLARS("paper", learning_rate=0.1, momentum=0.9, aggregate_num=aggregate_num)
+    optimizer = OneLARS(flavor="paper", learning_rate=0.1, momentum=0.9, aggregate_num=aggregate_num)
     updater = mx.optimizer.get_updater(optimizer)
     weights = [nd.ones((4, 3)), nd.ones((3,))]
     updater([0, 1], [nd.ones((4, 3)), nd.ones((3,))], weights)
@@ -225,7 +225,7 @@ def test_import_state_continues_a_reference_run() -> None:
     assert saved is not None
 
     def resume(neutral: State | None) -> list[np.ndarray]:
-        optimizer = OneLARS("mxnet", learning_rate=0.1, momentum=0.9, wd=1e-3,
+        optimizer = OneLARS(flavor="mxnet", learning_rate=0.1, momentum=0.9, wd=1e-3,
                             param_idx2name=dict(enumerate(NAMES)))
         updater = mx.optimizer.get_updater(optimizer)
         weights = [nd.array(saved[0][n], dtype="float64") for n in NAMES]
@@ -239,7 +239,7 @@ def test_import_state_continues_a_reference_run() -> None:
     assert_close(resume(saved[1]), [params[n] for n in NAMES])
     assert max(relative_error(a, params[n]) for a, n in zip(resume(None), NAMES, strict=True)) > 1e-3
 
-    optimizer = OneLARS("mxnet", learning_rate=0.1, momentum=0.9)
+    optimizer = OneLARS(flavor="mxnet", learning_rate=0.1, momentum=0.9)
     updater = mx.optimizer.get_updater(optimizer)
     weights = {i: nd.zeros(s if i else (5, 5), dtype="float64") for i, s in enumerate(SHAPES)}
     with pytest.raises(lars.StateError, match="conv0_weight"):

@@ -50,7 +50,7 @@ def peer() -> dict[str, list[np.ndarray]]:
 @pytest.mark.parametrize("aggregate_num", [4, 1], ids=["ours-aggregated", "ours-per-tensor"])
 def test_mxnet_flavor_matches_mxnet_lars(peer: dict[str, list[np.ndarray]], mxnet_path: str,
                                          aggregate_num: int) -> None:
-    ours = OneLARS("mxnet", lr_scheduler=schedule(), aggregate_num=aggregate_num, **OPTIONS)
+    ours = OneLARS(flavor="mxnet", lr_scheduler=schedule(), aggregate_num=aggregate_num, **OPTIONS)
     got = run_updater(ours, INIT, GRADS)
     assert_close(got, peer[mxnet_path])
     moved = max(float(np.abs(a - b).max()) for a, b in zip(got, INIT, strict=True))
@@ -67,11 +67,12 @@ def test_momentum_correction_reaches_only_the_first_chunk(peer: dict[str, list[n
     """MXNet corrects the momentum (m * lr_t / lr_{t-1}) on the first update call of a step only:
     correcting all 8 tensors changes the second chunk, correcting none changes the first."""
     first, rest = slice(0, 4), slice(4, 8)
-    everywhere = run_updater(OneLARS("mxnet", lr_scheduler=schedule(), momentum_correction_tensors=8,
+    everywhere = run_updater(OneLARS(flavor="mxnet", lr_scheduler=schedule(), momentum_correction_tensors=8,
                                      **OPTIONS), INIT, GRADS)
     assert_close(everywhere[first], peer["aggregated"][first], names=NAMES[first])
     assert max_error(everywhere[rest], peer["aggregated"][rest]) > 1e-3
-    nowhere = run_updater(OneLARS("mxnet", lr_scheduler=schedule(), momentum_correction=False, **OPTIONS),
+    nowhere = run_updater(OneLARS(flavor="mxnet", lr_scheduler=schedule(), momentum_correction=False,
+                                  **OPTIONS),
                           INIT, GRADS)
     assert max_error(nowhere[first], peer["aggregated"][first]) > 1e-3
 
@@ -83,16 +84,16 @@ def test_chunk_size_is_a_hyperparameter() -> None:
     theirs = mx.optimizer.LARS(lr_scheduler=schedule(), **OPTIONS)
     theirs.aggregate_num = 2
     expected = run_updater(theirs, INIT, grads)
-    ours = OneLARS("mxnet", lr_scheduler=schedule(), aggregate_num=2, momentum_correction_tensors=2,
+    ours = OneLARS(flavor="mxnet", lr_scheduler=schedule(), aggregate_num=2, momentum_correction_tensors=2,
                    **OPTIONS)
     assert_close(run_updater(ours, INIT, grads), expected)
-    default = OneLARS("mxnet", lr_scheduler=schedule(), **OPTIONS)
+    default = OneLARS(flavor="mxnet", lr_scheduler=schedule(), **OPTIONS)
     assert max_error(run_updater(default, INIT, grads), expected) > 1e-4
 
 
 def test_paper_flavor_differs_from_mxnet_lars(peer: dict[str, list[np.ndarray]]) -> None:
     """Same numbers, other rules (no exclusions, no correction): the comparison can fail."""
-    paper = OneLARS("paper", lr_scheduler=schedule(), **OPTIONS)
+    paper = OneLARS(flavor="paper", lr_scheduler=schedule(), **OPTIONS)
     assert max_error(run_updater(paper, INIT, GRADS), peer["aggregated"]) > 0.1
 
 
@@ -102,7 +103,7 @@ def test_name_rules_follow_mxnet() -> None:
     zeros = [[np.zeros_like(w) for w in INIT]]
     options = OPTIONS | {"momentum": 0.0}
     expected = run_updater(mx.optimizer.LARS(**options), INIT, zeros)
-    ours = OneLARS("mxnet", **options)
+    ours = OneLARS(flavor="mxnet", **options)
     got = run_updater(ours, INIT, zeros)
     assert_close(got, expected)
     for name, w0, w1 in zip(NAMES, INIT, got, strict=True):

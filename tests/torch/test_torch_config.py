@@ -44,7 +44,7 @@ def test_from_config_is_the_optimizer_the_same_arguments_make(tmp_path, foreach)
     path.write_text(FILE)
     grads = gradient_stream(SHAPES, 4)
     by_file, by_kwargs = leaves(), leaves()
-    first = LARS.from_config(list(zip(NAMES, by_file, strict=True)), path, foreach=foreach)
+    first = LARS.from_file(list(zip(NAMES, by_file, strict=True)), path, foreach=foreach)
     second = LARS(list(zip(NAMES, by_kwargs, strict=True)), foreach=foreach, **KWARGS)
     assert first.group_hyperparams(first.param_groups[0]) == second.group_hyperparams(second.param_groups[0])
     run_torch(first, by_file, grads)
@@ -62,8 +62,8 @@ def test_the_files_schedule_drives_the_lr_as_in_the_core(tmp_path):
     config = lars.load_config(path)
     params = leaves()
     initial = [p.detach().clone() for p in params]
-    optimizer = LARS.from_config(list(zip(NAMES, params, strict=True)), path)
-    scheduler = CoreScheduler.from_config(optimizer, path)
+    optimizer = LARS.from_file(list(zip(NAMES, params, strict=True)), path)
+    scheduler = CoreScheduler.from_file(optimizer, path)
     grads = gradient_stream(SHAPES, 6)
     for step in grads:
         for p, g in zip(params, step, strict=True):
@@ -79,4 +79,4 @@ def test_a_bad_file_is_refused_before_an_optimizer_is_made(tmp_path):
     path.write_text("lr = 0.1\nmomentum = 1.5\n")
     expected = rf"^{re.escape(str(path))}: momentum=1.5 is invalid: expected a finite number"
     with pytest.raises(lars.ConfigError, match=expected):
-        LARS.from_config(leaves(), path)
+        LARS.from_file(leaves(), path)

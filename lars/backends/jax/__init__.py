@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
@@ -24,7 +25,7 @@ from lars.core.flavors import resolve
 from lars.core.hyperparams import Hyperparams
 from lars.core.policy import Exclude, TensorPlan, plan
 from lars.core.rule import NUMBERS, STAND_INS, Coefficients, Request, Rule, at
-from lars.core.state import State
+from lars.core.state import State, load_state, save_state
 from lars.core.step import Batch, assemble, jobs, step
 from lars.core.xp import Ops, is_static
 
@@ -43,9 +44,55 @@ class LarsState(NamedTuple):
 
 
 class Lars(optax.GradientTransformationExtraArgs):
-    """An optax transformation that carries `hyperparameters`, the `lars.Hyperparams` in force."""
+    """An optax transformation with every adapter's shape: `hyperparameters` (the `lars.Hyperparams`
+    in force) and `save`, `load`, `trust_ratios`, `set_lr`, `clear_state`, which take the state (a
+    `LarsState`, or any optax state holding one, e.g. of a chain) and the params."""
 
     hyperparameters: Hyperparams
+    arguments: dict[str, Any]  # of `lars(...)`, for `set_lr`
+
+    def save(self, path: str | os.PathLike[str], state: Any, params: Any) -> Path:
+        """Writes the neutral state file (`lars.save_state`) with the hyperparameters in force."""
+        return save_state(path, export_state(find(state), params), self.hyperparameters.to_dict(),
+                          framework="jax")
+
+    def load(self, path: str | os.PathLike[str], state: Any, params: Any) -> Any:
+        """`state` with a neutral state file's values in its `LarsState` (all checked first)."""
+        names, shapes = names_and_shapes(params)
+        saved = load_state(path, dict(zip(names, shapes, strict=True))).state
+        return replaced(state, import_state(saved, find(state), params))
+
+    def trust_ratios(self, state: Any, params: Any) -> dict[str, float]:
+        """The trust ratio of each leaf (by key path) in the last update (reading syncs)."""
+        ratios = jax.tree.structure(params).flatten_up_to(find(state).trust_ratios)
+        return {n: float(r) for n, r in zip(names_and_shapes(params)[0], ratios, strict=True)}
+
+    def set_lr(self, learning_rate: float) -> Lars:
+        """This transformation at another learning rate, validated (transformations are immutable)."""
+        self.hyperparameters.with_lr(learning_rate)
+        return lars(**{**self.arguments, "learning_rate": learning_rate})
+
+    def clear_state(self, state: Any, params: Any) -> Any:
+        """`state` with a fresh `LarsState`: the next update is a first step."""
+        return replaced(state, self.init(params))
+
+
+def find(state: Any) -> LarsState:
+    """The one `LarsState` in an optax state."""
+    found = [s for s in jax.tree.leaves(state, is_leaf=is_lars_state) if isinstance(s, LarsState)]
+    if len(found) != 1:
+        raise StateError(f"expected one LarsState in the optimizer state, found {len(found)}")
+    return found[0]
+
+
+def is_lars_state(x: Any) -> bool:
+    return isinstance(x, LarsState)
+
+
+def replaced(state: Any, new: LarsState) -> Any:
+    """`state` with `new` in place of its `LarsState`."""
+    find(state)
+    return jax.tree.map(lambda s: new if is_lars_state(s) else s, state, is_leaf=is_lars_state)
 
 
 class JaxOps(Ops):
@@ -215,6 +262,7 @@ def lars(learning_rate: float | Schedule | None = None, flavor: str | None = Non
     schedule (None: the hyperparameters'). `momentum`, ... may be arrays (inject_hyperparams),
     the structure coming from their values when made. Exclusions: a rule of `as_exclude` on key
     paths (`"layer/kernel"`) and shapes, or a pytree of booleans (True: excluded)."""
+    arguments = {k: v for k, v in locals().items() if k != "axes"} | axes
     mesh_axes = axis_names(axis_name)
     if sharded is not None and mesh_axes is None:
         raise HyperparameterError("sharded", sharded, "None without axis_name (which it splits)")
@@ -273,11 +321,11 @@ def lars(learning_rate: float | Schedule | None = None, flavor: str | None = Non
             jnp.asarray(lr, state.last_lr.dtype), treedef.unflatten(kernel.ratios))
 
     tx = Lars(init_fn, update_fn)
-    tx.hyperparameters = hp
+    tx.hyperparameters, tx.arguments = hp, arguments
     return tx
 
 
-def lars_from_config(config: Config | str | os.PathLike[str]) -> Lars:
+def from_file(config: Config | str | os.PathLike[str]) -> Lars:
     """`lars(...)` of a `lars.Config` or a TOML file (read and checked first), schedule included."""
     config = as_config(config)
     return lars(config.schedule and as_schedule(config.schedule), hyperparameters=config.hyperparams)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -20,9 +21,9 @@ from lars.core.config import Config, as_config
 from lars.core.errors import StateError
 from lars.core.flavors import resolve
 from lars.core.hyperparams import Hyperparams
-from lars.core.policy import plan
+from lars.core.policy import Exclude, plan
 from lars.core.rule import Coefficients, Request, Rule, at
-from lars.core.state import State
+from lars.core.state import State, load_state, save_state
 from lars.core.step import Batch, assemble, step
 from lars.core.xp import Ops, is_static
 
@@ -100,12 +101,12 @@ class LARS(_compat.Hooks, keras.optimizers.Optimizer):
         self.hyperparameters = hp
 
     @classmethod
-    def from_toml(cls, config: Config | str | os.PathLike[str], name: str = "lars",
+    def from_file(cls, config: Config | str | os.PathLike[str], name: str = "lars",
                   **keras_kwargs: Any) -> LARS:
         """LARS from a TOML file (`lars.load_config`) or a `lars.Config`, plus Keras's own arguments."""
         config = as_config(config)
         if unknown := sorted(set(keras_kwargs) - set(KERAS_ARGUMENTS)):
-            raise TypeError(f"LARS.from_toml() got {unknown}: the hyperparameters come from the file; "
+            raise TypeError(f"LARS.from_file() got {unknown}: the hyperparameters come from the file; "
                             f"only Keras's own arguments may be added ({', '.join(KERAS_ARGUMENTS)})")
         schedule = None if config.schedule is None else CoreSchedule(config.schedule)
         return cls(schedule, name=name, hyperparameters=config.hyperparams, **keras_kwargs)
@@ -126,6 +127,17 @@ class LARS(_compat.Hooks, keras.optimizers.Optimizer):
         """Sets a constant learning rate, validated like any hyperparameter."""
         self.hyperparameters = self.hyperparameters.with_lr(learning_rate)
         self.learning_rate = learning_rate
+
+    def exclude_from_weight_decay(self, var_list: Any = None, var_names: Any = None) -> None:
+        """Keras's hook, as for AdamW: the variables of `var_list`, and those whose path one of the
+        regexes `var_names` matches, get no weight decay (the hyperparameters' rule, extended).
+        Before `build`, as in Keras."""
+        if getattr(self, "built", False):
+            raise ValueError("exclude_from_weight_decay() can only be configured before the optimizer "
+                             "is built")
+        rule = Exclude.mask(str(v.path) for v in var_list or ()) | Exclude.regex(*(var_names or ()))
+        hp = self.hyperparameters
+        self.hyperparameters = hp.replace(exclude_from_weight_decay=hp.exclude_from_weight_decay | rule)
 
     def clear_state(self) -> None:
         """Zeroes the buffers and the step count: the next step is a first step."""
@@ -204,6 +216,17 @@ class LARS(_compat.Hooks, keras.optimizers.Optimizer):
             n.assign(ops.zeros_like(n) if v is None else ops.convert_to_tensor(-v, dtype=n.dtype))
         self.iterations.assign(state.step)
         self.last_lr.assign(0.0 if state.last_lr is None else state.last_lr)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Writes the neutral state file (`lars.save_state`) with the hyperparameters in force."""
+        return save_state(path, self.export_state(), self.hyperparameters.to_dict(), framework="keras")
+
+    def load(self, path: str | os.PathLike[str]) -> None:
+        """Reads a neutral state file, checked against the built variables, and imports it."""
+        if not self.built:
+            raise StateError("the optimizer has no variables yet: build it first "
+                             "(optimizer.build(model.trainable_variables))")
+        self.import_state(load_state(path, {str(t.name): t.shape for t in self._plans}).state)
 
     def get_config(self) -> dict[str, Any]:
         hp = self.hyperparameters

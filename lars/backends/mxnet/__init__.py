@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import mxnet as mx
@@ -24,7 +25,7 @@ from lars.core.hyperparams import Hyperparams
 from lars.core.policy import Exclude, TensorPlan, as_exclude, plan
 from lars.core.rule import Rule, at, refuse_partial_steps
 from lars.core.schedules import Schedule
-from lars.core.state import State
+from lars.core.state import State, load_state, save_state
 from lars.core.step import Batch, step
 
 #: Gluon's argument names -> the core's fields.
@@ -64,7 +65,7 @@ class OneLARS(_compat.Optimizer):
     update call, 1 to 60 (MXNET_OPTIMIZER_AGGREGATION_SIZE, else 32); `kernels`: MXNet's fused
     per-tensor ("single") or multi-tensor ("multi") kernels."""
 
-    def __init__(self, flavor: str | None = None, learning_rate: float | None = None, wd: float | None = None,
+    def __init__(self, learning_rate: float | None = None, flavor: str | None = None, wd: float | None = None,
                  rescale_grad: float | None = None, clip_gradient: float | None = None,
                  lr_scheduler: Any = None, multi_precision: bool = False, param_idx2name: Any = None,
                  param_dict: Any = None, aggregate_num: int | None = None, kernels: str = "single",
@@ -98,13 +99,13 @@ class OneLARS(_compat.Optimizer):
         self._plans: dict[Any, TensorPlan] = {}
 
     @classmethod
-    def from_config_file(cls, config: Config | str | os.PathLike[str], **options: Any) -> OneLARS:
+    def from_file(cls, config: Config | str | os.PathLike[str], **options: Any) -> OneLARS:
         """As a TOML file (`lars.load_config`) or a `lars.Config` says, its `[schedule]` a
         `CoreLRScheduler`; `options`: MXNet's, of `allowed` only."""
         config, allowed = as_config(config), ("param_idx2name", "param_dict", "multi_precision",
                                               "aggregate_num", "kernels")
         if unknown := sorted(set(options) - set(allowed)):
-            raise TypeError(f"OneLARS.from_config_file() got {unknown}: the hyperparameters come from the "
+            raise TypeError(f"OneLARS.from_file() got {unknown}: the hyperparameters come from the "
                             f"file; only {', '.join(allowed)} may be added")
         scheduler = None if config.schedule is None else CoreLRScheduler(config.schedule)
         return cls(hyperparameters=config.hyperparams, lr_scheduler=scheduler, **options)
@@ -115,6 +116,15 @@ class OneLARS(_compat.Optimizer):
         if self._hp.grad_rescale != self.rescale_grad:
             self._hp = self._hp.replace(grad_rescale=self.rescale_grad)
         return self._hp
+
+    def set_learning_rate(self, lr: float) -> None:
+        """MXNet's, validated as every hyperparameter first."""
+        self._hp = self.hyperparameters.with_lr(lr)
+        super().set_learning_rate(lr)
+
+    def set_lr(self, lr: float) -> None:
+        """`set_learning_rate`, under the name every adapter has."""
+        self.set_learning_rate(lr)
 
     def set_wd_mult(self, args_wd_mult: dict[str, float]) -> None:
         self.wd_mult = dict(args_wd_mult)  # MXNet's zeroes some by name: exclusion is the core's
@@ -142,6 +152,8 @@ class OneLARS(_compat.Optimizer):
         if self.count(indices):  # first: the scheduler reads the count
             book.position = 0
         lrs, wds = self.lrs_and_wds(indices)
+        for lr in set(lrs):  # a scheduler's or an lr_mult's, validated before anything changes
+            self._hp.with_lr(lr)
         rule = Rule(self.hyperparameters, [self._plan(*x) for x in zip(indices, weights, wds, strict=True)])
         ops = HostOps(np.float64 if weights[0].dtype == np.float64 else np.float32)
         moms = [s[1] if isinstance(s, tuple) else s for s in states]
@@ -209,3 +221,20 @@ def import_state(state: State, target: Any, names: Mapping[int, str] | None = No
             {i: state.step if not buffers or known[i] in buffers else 0 for i in arrays},
             {} if state.last_lr is None else dict.fromkeys(arrays, state.last_lr))
         optimizer.set_counts(device, optimizer.begin_num_update + state.step, list(arrays))
+
+
+def save(path: str | os.PathLike[str], trainer: Any) -> Path:
+    """Writes a `gluon.Trainer`'s OneLARS state as a neutral state file, with its hyperparameters."""
+    hp = trainer.optimizer.hyperparameters
+    return save_state(path, export_state(trainer), hp.to_dict(), framework="mxnet")
+
+
+def load(path: str | os.PathLike[str], trainer: Any) -> None:
+    """Reads a neutral state file, checked against the Trainer's parameters, into every context."""
+    _, names, weights = _compat.updaters(trainer)[0]
+    import_state(load_state(path, {names[i]: tuple(w.shape) for i, w in weights.items()}).state, trainer)
+
+
+def clear_state(trainer: Any) -> None:
+    """Forgets every buffer and step count of a `gluon.Trainer`'s OneLARS: the next step is a first."""
+    import_state(State(), trainer)

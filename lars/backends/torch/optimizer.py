@@ -57,11 +57,11 @@ class LARS(torch.optim.Optimizer):
         super().__init__(params, defaults)
 
     @classmethod
-    def from_config(cls, params: Iterable[Any], config: Config | str | os.PathLike[str],
+    def from_file(cls, params: Iterable[Any], config: Config | str | os.PathLike[str],
                     **options: Any) -> LARS:
         """LARS with the hyperparameters of a TOML file (`lars.load_config`) or a `lars.Config`,
         checked completely first; `options`: `foreach`, `fused`, `master_weights`. With a
-        `[schedule]` the lr starts at its first rate: step it with `CoreScheduler.from_config`."""
+        `[schedule]` the lr starts at its first rate: step it with `CoreScheduler.from_file`."""
         return cls(params, hyperparameters=as_config(config).hyperparams, **options)
 
     @property

@@ -22,7 +22,7 @@ class CoreScheduler(torch.optim.lr_scheduler.LRScheduler):
         super().__init__(optimizer, last_epoch)
 
     @classmethod
-    def from_config(cls, optimizer: torch.optim.Optimizer, config: Config | str | os.PathLike[str],
+    def from_file(cls, optimizer: torch.optim.Optimizer, config: Config | str | os.PathLike[str],
                     ) -> CoreScheduler:
         """The schedule of a hyperparameter file (its constant lr if it has no `[schedule]`)."""
         return cls(optimizer, as_config(config).lr_schedule())
