@@ -14,9 +14,10 @@ AXES = ("trust_denominator", "momentum_style", "larc_clip", "larc_clip_on_fallba
         "zero_norm_rule", "clip_before_norms", "grad_clip_norm", "momentum_correction",
         "momentum_correction_tensors", "weight_decay_on_fallback", "adapt_requires_weight_decay")
 #: Issue 15 aimed at 1,500 lines (from 2,686); the rewrite measured 1,817 (the rule gone, the
-#: frameworks' plumbing left: sharding, low precision, state, schedules, their private APIs).
-#: A guard against the rule growing back in a backend.
-LINES = 1850
+#: frameworks' plumbing left: sharding, low precision, state, schedules, their private APIs), and
+#: issue 16's one API shape added ~100 (save/load/trust_ratios/set_lr/clear_state in JAX and
+#: MXNet, Keras's save/load and weight-decay hook). A guard against the rule growing back.
+LINES = 1950
 
 
 def code_words(path: Path) -> set[str]:
