@@ -34,6 +34,10 @@ BACKEND_TESTS = ["--ignore=tests/torch", "--ignore=tests/jax", "--ignore=tests/k
                  # each backend's environment
                  "--ignore=tests/test_migration.py", "--ignore=tests/test_api.py"]
 TORCH = ["torch==2.13.0", "pytorch-optimizer==4.1.0", "scikit-learn"]
+#: The libraries `lars.compat`'s torch drop-ins replace, for tests/torch/test_compat_dropins.py: their
+#: LARS files import only torch and load by path; their packages' dependencies (torchvision,
+#: pytorch-lightning, ...) are not wanted.
+TORCH_DROPINS = ["timm==1.0.31", "pylocron==0.3.0", "lightning-bolts==0.7.0", "lightly==1.6.0"]
 JAX = ["jax==0.10.2", "optax==0.2.8", "scikit-learn"]
 TENSORFLOW = ["tensorflow-cpu==2.21.0", "keras==3.15.1", "scikit-learn", "gin-config", "pyyaml"]
 #: TF Model Garden's LARS: its own dependencies would pull the full tensorflow package.
@@ -169,6 +173,7 @@ def bench(session: nox.Session) -> None:
 def torch(session: nox.Session) -> None:
     """The PyTorch adapter's tests and the conformance suite on its three paths."""
     session.install(*TORCH, "-e", ".[test]")
+    session.install("--no-deps", *TORCH_DROPINS)
     session.run("pytest", "tests/torch", "-q", "-p", "no:cacheprovider", *session.posargs)
     for driver in ("torch", "torch-foreach", "torch-single"):
         conformance(session, driver)

@@ -9,7 +9,7 @@ ndim <= 1 get neither weight decay nor a trust ratio; the buffer starts at zero)
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 from lars.compat._torch import Arguments, DropIn, refuse_group_keys, truth, warn_ignored
@@ -43,15 +43,19 @@ class LARS(DropIn):
         # Groups without their own `nesterov` take this one, even where the constructor's
         # momentum is 0 (where it is a no-op, and the core refuses it).
         self._nesterov = truth(nesterov)
-        nesterov = self._nesterov and momentum != 0
         self._build(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, dampening=dampening,
                                  trust_coefficient=trust_coefficient, nesterov=nesterov, foreach=foreach,
                                  maximize=truth(maximize)))
 
+    @classmethod
+    def translate(cls, values: Mapping[str, Any]) -> dict[str, Any]:
+        out = super().translate(values)
+        # The library applies Nesterov inside `if momentum > 0`: with no momentum it is a no-op.
+        if "nesterov" in out and out.get("momentum") == 0:
+            out["nesterov"] = False
+        return out
+
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         refuse_group_keys(param_group, OPTIMIZER_WIDE)
-        group = {"nesterov": self._nesterov, **param_group}
-        # The library applies Nesterov inside `if momentum > 0`: with no momentum it is a no-op.
-        if group.get("momentum", self.defaults["momentum"]) == 0:
-            group["nesterov"] = False
-        super().add_param_group(group)
+        defaults = {"nesterov": self._nesterov, "momentum": self.defaults["momentum"]}
+        super().add_param_group({**defaults, **param_group})

@@ -65,7 +65,8 @@ def bolts_lars() -> Any:
     """Bolts' LARS; its `@under_review()` (a warning on use, importing pytorch-lightning) is
     replaced, while the file loads, by a decorator that returns the class unchanged."""
     file = _file("lightning-bolts", "pl_bolts/optimizers/lars.py")
-    stubs = {name: types.ModuleType(name) for name in ("pl_bolts", "pl_bolts.utils", "pl_bolts.utils.stability")}
+    names = ("pl_bolts", "pl_bolts.utils", "pl_bolts.utils.stability")
+    stubs = {name: types.ModuleType(name) for name in names}
     stubs["pl_bolts.utils.stability"].under_review = lambda: (lambda cls: cls)  # type: ignore[attr-defined]
     saved = {name: sys.modules.get(name) for name in stubs}
     sys.modules.update(stubs)
