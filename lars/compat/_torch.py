@@ -9,11 +9,13 @@ re-raised under the library's name for the argument, so a migrating user reads t
 from __future__ import annotations
 
 import contextlib
+import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, ClassVar
 
 from lars.backends.torch import LARS
+from lars.core.config import Config
 from lars.core.errors import HyperparameterError
 
 Convert = Callable[[Any], Any]
@@ -54,6 +56,13 @@ class DropIn(LARS):
         lr, foreach = values.pop("lr"), values.pop("foreach", None)
         with self._named_as_library():
             LARS.__init__(self, params, lr, self.FLAVOR, foreach=foreach, **values)
+
+    @classmethod
+    def from_config(cls, params: Iterable[Any], config: Config | str | os.PathLike[str],
+                    **options: Any) -> LARS:
+        """A plain `LARS` from a config (`LARS.from_config`): a config file is in the core's
+        terms already, so there is nothing of the library's to translate."""
+        return LARS.from_config(params, config, **options)
 
     @classmethod
     def translate(cls, values: Mapping[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import compat_peers
 import pytest
 import torch
 
+import lars
 import lars.compat.holocron
 import lars.compat.lightning_bolts
 import lars.compat.pytorch_optimizer
@@ -223,6 +224,7 @@ INEXPRESSIBLE = [  # (library, constructor kwargs, param-group keys, the argumen
     ("timm", dict(momentum=1.0), {}, "momentum"),
     ("timm", dict(eps=-1e-8), {}, "eps"),
     ("timm", {}, {"trust_coeff": 0.0}, "trust_coeff"),
+    ("timm", dict(lr=torch.tensor(0.1)), {}, "lr"),
     ("pytorch_optimizer", dict(nesterov=True, dampening=0.1), {}, "nesterov"),
     ("pytorch_optimizer", dict(trust_coefficient=0.0), {}, "trust_coefficient"),
     ("pytorch_optimizer", {}, {"maximize": True}, "maximize"),  # the library ignores it there
@@ -303,6 +305,13 @@ def test_a_dropin_saves_loads_and_reports_trust_ratios_as_ours(tmp_path):
     buffers = other.export_state().momentum_buffers
     for name, buffer in opt.export_state().momentum_buffers.items():
         assert (buffers[name] == buffer).all()
+
+
+def test_from_config_on_a_dropin_gives_the_config_s_optimizer():
+    params = [("fc.weight", torch.ones(2, 2, requires_grad=True))]  # its skip list needs names
+    opt = lars.compat.timm.Lars.from_config(params, lars.default_config())
+    assert type(opt) is LARS
+    assert opt.hyperparameters == lars.default_config().hyperparams
 
 
 @pytest.mark.parametrize("library", list(LIBRARIES))
