@@ -58,11 +58,11 @@ class DropIn(LARS):
             LARS.__init__(self, params, lr, self.FLAVOR, foreach=foreach, **values)
 
     @classmethod
-    def from_config(cls, params: Iterable[Any], config: Config | str | os.PathLike[str],
-                    **options: Any) -> LARS:
-        """A plain `LARS` from a config (`LARS.from_config`): a config file is in the core's
+    def from_file(cls, params: Iterable[Any], config: Config | str | os.PathLike[str],
+                  **options: Any) -> LARS:
+        """A plain `LARS` from a config (`LARS.from_file`): a config file is in the core's
         terms already, so there is nothing of the library's to translate."""
-        return LARS.from_config(params, config, **options)
+        return LARS.from_file(params, config, **options)
 
     @classmethod
     def translate(cls, values: Mapping[str, Any]) -> dict[str, Any]:

@@ -307,9 +307,9 @@ def test_a_dropin_saves_loads_and_reports_trust_ratios_as_ours(tmp_path):
         assert (buffers[name] == buffer).all()
 
 
-def test_from_config_on_a_dropin_gives_the_config_s_optimizer():
+def test_from_file_on_a_dropin_gives_the_config_s_optimizer():
     params = [("fc.weight", torch.ones(2, 2, requires_grad=True))]  # its skip list needs names
-    opt = lars.compat.timm.Lars.from_config(params, lars.default_config())
+    opt = lars.compat.timm.Lars.from_file(params, lars.default_config())
     assert type(opt) is LARS
     assert opt.hyperparameters == lars.default_config().hyperparams
 
