@@ -77,8 +77,9 @@ def _label_colour(rgba: Sequence[float]) -> str:
     return "black" if luminance > 0.5 else "white"
 
 
-def figure(atlas: Mapping[str, Any], width: float = 10.0) -> str:
-    """The two heatmaps as one inline SVG (matplotlib, no file, no network)."""
+def figure(atlas: Mapping[str, Any], width: float = 10.0, stacked: bool = False) -> str:
+    """The two heatmaps as one inline SVG (matplotlib, no file, no network): side by side, or
+    `stacked` one above the other for a narrow column."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -95,7 +96,8 @@ def figure(atlas: Mapping[str, Any], width: float = 10.0) -> str:
     titles: dict[str, str] = {}
     # Text as text (not paths): smaller, and the labels stay readable at any zoom.
     with plt.rc_context({"svg.fonttype": "none", "font.size": 7, "font.sans-serif": ["DejaVu Sans"]}):
-        fig, (left, right) = plt.subplots(1, 2, figsize=(width, width * 0.47), sharey=True)
+        shape, size = ((2, 1), (width, width * 1.9)) if stacked else ((1, 2), (width, width * 0.47))
+        fig, (left, right) = plt.subplots(*shape, figsize=size, sharey=not stacked)
         for i in range(n):
             for j in range(n):
                 value = atlas["divergence"][i][j]
@@ -105,7 +107,7 @@ def figure(atlas: Mapping[str, Any], width: float = 10.0) -> str:
                                                                                        FLOOR)))
                 left.add_patch(Rectangle((j, i), 1, 1, facecolor=colour, edgecolor="#ddd", linewidth=0.3,
                                          gid=_cell_id("d", i, j)))
-                left.text(j + 0.5, i + 0.5, short(value), ha="center", va="center", fontsize=5,
+                left.text(j + 0.5, i + 0.5, short(value), ha="center", va="center", fontsize=5.5,
                           color="#2a7" if same else _label_colour(colour), gid=_cell_id("d", i, j) + "-label")
                 shade = (1.0, 1.0, 1.0, 1.0) if counts[i][j] == 0 else count_colours(
                     0.15 + 0.85 * counts[i][j] / most)
@@ -116,10 +118,12 @@ def figure(atlas: Mapping[str, Any], width: float = 10.0) -> str:
         for axis, title in ((left, "how far the weights end apart (relative, log scale)"),
                             (right, "how many fields of the rule differ")):
             axis.set(xlim=(0, n), ylim=(n, 0), aspect="equal")
-            axis.set_title(title, fontsize=8)
+            axis.set_title(title, fontsize=9)
             axis.set_xticks([k + 0.5 for k in range(n)], names, rotation=90)
             axis.set_yticks([k + 0.5 for k in range(n)], names)
             axis.tick_params(length=0)
+        if stacked:  # room for the upper heatmap's names below it
+            fig.subplots_adjust(hspace=0.32)
         bar = fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=divergence_colours), ax=left,
                            fraction=0.046, pad=0.02)
         bar.set_ticks([1e-8, 1e-6, 1e-4, 1e-2, 1], labels=["1e-8", "1e-6", "1e-4", "0.01", "1"])
@@ -133,9 +137,10 @@ def figure(atlas: Mapping[str, Any], width: float = 10.0) -> str:
     return _with_tooltips(text, titles)
 
 
-def caption(atlas: Mapping[str, Any]) -> str:
+def caption(atlas: Mapping[str, Any], stacked: bool = False) -> str:
     measured = atlas["measured_with"]
+    first, second = ("Top", "Bottom") if stacked else ("Left", "Right")
     return (f"Every flavor against every other on the {atlas['problem']}, {measured['steps']} steps of the "
-            f"NumPy reference in float64 with {measured['source']}. Left: how far the weights end apart "
-            "(\"same\": bit-identical runs; 2: one run blew up). Right: how many fields of the rule differ. "
-            "Hover a cell for the fields; `lars diff A B` explains a pair.")
+            f"NumPy reference in float64 with {measured['source']}. {first}: how far the weights end apart "
+            f"(\"same\": bit-identical runs; 2: one run blew up). {second}: how many fields of the rule "
+            "differ. Hover a cell for the fields; the command lars diff A B explains a pair.")
