@@ -107,8 +107,9 @@ def figure(atlas: Mapping[str, Any], width: float = 10.0, stacked: bool = False)
                                                                                        FLOOR)))
                 left.add_patch(Rectangle((j, i), 1, 1, facecolor=colour, edgecolor="#ddd", linewidth=0.3,
                                          gid=_cell_id("d", i, j)))
-                left.text(j + 0.5, i + 0.5, short(value), ha="center", va="center", fontsize=5.5,
-                          color="#2a7" if same else _label_colour(colour), gid=_cell_id("d", i, j) + "-label")
+                left.text(j + 0.5, i + 0.5, short(value), ha="center", va="center",
+                          fontsize=4.5 if same else 5.5, color="#2a7" if same else _label_colour(colour),
+                          gid=_cell_id("d", i, j) + "-label")
                 shade = (1.0, 1.0, 1.0, 1.0) if counts[i][j] == 0 else count_colours(
                     0.15 + 0.85 * counts[i][j] / most)
                 right.add_patch(Rectangle((j, i), 1, 1, facecolor=shade, edgecolor="#ddd", linewidth=0.3,

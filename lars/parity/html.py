@@ -17,7 +17,7 @@ STYLE = """
 body { font-family: system-ui, sans-serif; margin: 0.5em auto; max-width: 1240px; padding: 0 1em;
        color: #222; }
 header h1 { font-size: 1.3em; margin: 0.2em 0; } .note { font-size: 0.8em; color: #555; margin: 0.2em 0; }
-#answers { display: grid; grid-template-columns: 64fr 36fr; gap: 0.4em 1.2em; }
+#answers { display: grid; grid-template-columns: 2fr 1fr; gap: 0.4em 1.2em; }
 #answers h2 { font-size: 1.05em; margin: 0.3em 0; }
 #answer-same { grid-column: 1 / 3; padding: 0.2em 0.8em; border-radius: 4px; }
 .answer svg { width: 100%; height: auto; } .verdict { font-size: 1.05em; margin: 0.2em 0; }
