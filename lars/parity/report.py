@@ -254,6 +254,7 @@ def main(out: Path, flavors: Sequence[str] | None = None, *, peers: bool = False
         else:
             reasons |= {f"training: {b}": why for b, why in trained.pop("unavailable").items()}
     found: dict[str, Any] | None = None
+    print(f"atlas: every flavor against every other ({len(FLAVORS)} runs of the reference)", flush=True)
     try:
         from lars.parity.atlas import atlas
 
