@@ -5,7 +5,7 @@ typecheck  mypy --strict over the package
 core       the core's tests, the conformance suite with the reference driver and its
            meta-tests, and with the compiled rule on NumPy (`rule`), on the newest NumPy and on
            NumPy 1.23.5 (MXNet's pin)
-docs       mkdocs build --strict
+docs       mkdocs build --strict; the parity report's first screen in headless Chromium
 parity     the parity report (the README's main job)
 torch, jax, tensorflow, keras_jax, mxnet
            each adapter's tests and the conformance suite, in its framework's environment
