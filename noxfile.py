@@ -5,7 +5,7 @@ typecheck  mypy --strict over the package
 core       the core's tests, the conformance suite with the reference driver and its
            meta-tests, and with the compiled rule on NumPy (`rule`), on the newest NumPy and on
            NumPy 1.23.5 (MXNet's pin)
-docs       mkdocs build --strict
+docs       mkdocs build --strict; the parity report's first screen in headless Chromium
 parity     the parity report (the README's main job)
 torch, jax, tensorflow, keras_jax, mxnet
            each adapter's tests and the conformance suite, in its framework's environment
@@ -32,7 +32,9 @@ BACKEND_TESTS = ["--ignore=tests/torch", "--ignore=tests/jax", "--ignore=tests/k
                  "--ignore=tests/keras_jax", "--ignore=tests/mxnet",
                  # every pair of backends, and every backend's API: the `migration` session, with
                  # each backend's environment
-                 "--ignore=tests/test_migration.py", "--ignore=tests/test_api.py"]
+                 "--ignore=tests/test_migration.py", "--ignore=tests/test_api.py",
+                 # the report's page in a browser: the docs session, which installs Chromium
+                 "--ignore=tests/test_report_screen.py"]
 TORCH = ["torch==2.13.0", "pytorch-optimizer==4.1.0", "scikit-learn"]
 #: The libraries `lars.compat`'s torch drop-ins replace, for tests/torch/test_compat_dropins.py: their
 #: LARS files import only torch and load by path; their packages' dependencies (torchvision,
@@ -44,6 +46,9 @@ TENSORFLOW = ["tensorflow-cpu==2.21.0", "keras==3.15.1", "scikit-learn", "gin-co
 TF_MODELS = ["tf-models-official==2.20.0", "tf-keras==2.21.0"]
 MXNET = ["mxnet==1.9.1", "numpy==1.23.5", "scikit-learn"]
 MATPLOTLIB = "matplotlib==3.11.2"
+SELENIUM = "selenium==4.51.0"
+#: Debian's Chromium and its chromedriver: the report's first screen is checked in a real browser.
+CHROMIUM = ["chromium", "chromium-driver"]
 RUFF = "ruff==0.17.6"
 IMPORT_LINTER = "import-linter==2.17"
 MYPY = "mypy==2.4.1"
@@ -92,10 +97,16 @@ def core(session: nox.Session, numpy: str) -> None:
 
 @nox.session(python=PYTHON)
 def docs(session: nox.Session) -> None:
+    """mkdocs build --strict, and the parity report's first screen in headless Chromium
+    (tests/test_report_screen.py; the screenshot in reports/screens/)."""
     # PyTorch and scikit-learn: the parity page's plots come from a real run at build time.
-    session.install("torch==2.13.0", "-e", ".[docs,report,test]")
+    session.install("torch==2.13.0", SELENIUM, "-e", ".[docs,report,test]")
     session.run("mkdocs", "build", "--strict", "--site-dir", "site",
                 env={"NO_MKDOCS_2_WARNING": "1", "PYTHONPATH": os.getcwd()})
+    if not (Path("/usr/bin/chromium").exists() and Path("/usr/bin/chromedriver").exists()):
+        session.run("apt-get", "update", "-q", external=True)
+        session.run("apt-get", "install", "-y", "-q", *CHROMIUM, external=True)
+    session.run("pytest", "tests/test_report_screen.py", "-q", "-p", "no:cacheprovider")
 
 
 @nox.session(python=PYTHON)

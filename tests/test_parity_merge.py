@@ -7,10 +7,11 @@ import pytest
 from lars.parity import report
 
 
-def part(tmp_path, name, rows, unavailable, traces=(), version=report.VERSION):
+def part(tmp_path, name, rows, unavailable, traces=(), version=report.VERSION, atlas=None):
     folder = tmp_path / name
     folder.mkdir()
-    data = report.document([], unavailable, {"problem": "digits", "traces": list(traces)}, {"source": "x"})
+    data = report.document([], unavailable, {"problem": "digits", "traces": list(traces)}, {"source": "x"},
+                           atlas)
     data["rows"], data["version"] = rows, version
     (folder / "parity.json").write_text(json.dumps(data))
     return folder
@@ -63,3 +64,15 @@ def test_a_part_of_another_format_version_is_refused_with_its_path(tmp_path):
 def test_a_missing_part_is_named(tmp_path):
     with pytest.raises(SystemExit, match="no parity report there"):
         report.merge([tmp_path / "nowhere"], tmp_path / "out")
+
+
+def test_the_atlas_of_a_part_is_kept(tmp_path):
+    atlas = {"flavors": ["paper", "yscv"], "reproduces": {"paper": "You et al.", "yscv": "yscv"},
+             "measured_with": {"source": "common", "steps": 3}, "problem": "digits",
+             "divergence": [[0.0, 0.0], [0.0, 0.0]], "first_step": [[None, None], [None, None]],
+             "axes": [[[], []], [[], []]], "final_loss": {"paper": 1.0, "yscv": 1.0}}
+    main = part(tmp_path, "main", [row("torch")], {})
+    mx = part(tmp_path, "mxnet", [row("mxnet")], {}, atlas=atlas)
+    report.merge([main, mx], tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "parity.json").read_text())["atlas"] == atlas
+    assert "paper vs yscv: identical weights after 3 steps" in (tmp_path / "out" / "index.html").read_text()

@@ -11,8 +11,17 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from lars.parity import atlas_plot, summary
+
 STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+body { font-family: system-ui, sans-serif; margin: 0.5em auto; max-width: 1240px; padding: 0 1em;
+       color: #222; }
+header h1 { font-size: 1.3em; margin: 0.2em 0; } .note { font-size: 0.8em; color: #555; margin: 0.2em 0; }
+#answers { display: grid; grid-template-columns: 2fr 1fr; gap: 0.4em 1.2em; }
+#answers h2 { font-size: 1.05em; margin: 0.3em 0; }
+#answer-same { grid-column: 1 / 3; padding: 0.2em 0.8em; border-radius: 4px; }
+.answer svg { width: 100%; height: auto; } .verdict { font-size: 1.05em; margin: 0.2em 0; }
+details { margin: 1em 0; } summary { cursor: pointer; }
 table { border-collapse: collapse; font-size: 0.85em; margin: 1em 0; }
 th, td { border: 1px solid #ccc; padding: 2px 8px; text-align: right; }
 th { background: #f2f2f2; } td.name { text-align: left; }
@@ -63,18 +72,22 @@ def deviation_plot(rows: Sequence[Mapping[str, Any]]) -> str:
                    "worst over every flavor, case and tensor (dashed: peer libraries).")
 
 
-def loss_plot(traces: Sequence[Mapping[str, Any]]) -> str:
+def loss_plot(traces: Sequence[Mapping[str, Any]], stacked: bool = False) -> str:
+    """A panel per dtype, side by side (or `stacked`, one above the other, for a narrow column)."""
     import matplotlib.pyplot as plt
 
     dtypes = sorted({t["dtype"] for t in traces})
-    figure, axes = plt.subplots(1, len(dtypes), figsize=(5.5 * len(dtypes), 3.6), squeeze=False)
-    for axis, dtype in zip(axes[0], dtypes, strict=True):
+    shape, size = ((len(dtypes), 1), (4.6, 2.4 * len(dtypes))) if stacked else \
+        ((1, len(dtypes)), (5.5 * len(dtypes), 3.6))
+    figure, axes = plt.subplots(*shape, figsize=size, squeeze=False)
+    for axis, dtype in zip(axes.flat, dtypes, strict=True):
         for t in traces:
             if t["dtype"] == dtype:
                 axis.plot(range(len(t["losses"])), t["losses"], label=t["backend"], linewidth=1,
                           linestyle=":" if t["backend"] == "reference" else "-")
         axis.set(title=f"{dtype}", xlabel="step", ylabel="training loss", yscale="log")
         axis.legend(fontsize=7)
+    figure.tight_layout()
     svg = _svg(figure)
     plt.close(figure)
     return _figure(svg, "Training loss of the same MLP on the same digits batches, each framework with "
@@ -142,14 +155,21 @@ def _training_html(training: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plots(data: Mapping[str, Any]) -> tuple[list[str], str | None]:
-    """The figures as HTML, or why there are none."""
+def _why_no_plots() -> str | None:
     try:
         import matplotlib
 
         matplotlib.use("Agg")
     except ImportError:
-        return [], "no plots: matplotlib is not installed (pip install onelars[report])"
+        return "no plots: matplotlib is not installed (pip install onelars[report])"
+    return None
+
+
+def plots(data: Mapping[str, Any]) -> tuple[list[str], str | None]:
+    """The figures as HTML, or why there are none."""
+    why = _why_no_plots()
+    if why is not None:
+        return [], why
     figures = [deviation_plot(data["rows"])] if data["rows"] else []
     traces = data.get("training", {}).get("traces", [])
     if traces:
@@ -157,32 +177,104 @@ def plots(data: Mapping[str, Any]) -> tuple[list[str], str | None]:
     return [f for f in figures if f], None
 
 
+def _worst_text(worst: summary.Worst | None) -> str:
+    if worst is None:
+        return ""
+    return (f"worst deviation {worst.ratio:.2g} of its tolerance ({worst.deviation:.2g} against "
+            f"{worst.tolerance:.0e}), {worst.where}")
+
+
+def _answer_same(data: Mapping[str, Any]) -> str:
+    found = summary.verdict(data)
+    if not found.backends:
+        answer, detail = "Not measured", "no backend ran in this report."
+    elif found.same:
+        answer = "Yes"
+        count = f"{len(found.backends)} backend{'s' if len(found.backends) > 1 else ''}"
+        detail = (f"{count} ({', '.join(found.backends)}) within tolerance"
+                  + (f"; {_worst_text(found.worst)}." if found.worst else "."))
+    else:
+        answer = "No"
+        detail = (f"{len(found.failed)} beyond tolerance: {', '.join(found.failed)}"
+                  + (f"; {_worst_text(found.worst)}." if found.worst else "."))
+    missing = ", ".join(data["unavailable"])
+    return (f"<div id='answer-same' class='answer {'pass' if found.same else 'fail'}'>"
+            "<h2>Same optimizer in every framework here?</h2>"
+            f"<p class='verdict'><b>{answer}</b>: {html.escape(detail)}</p>"
+            + (f"<p class='note'>Not here: {html.escape(missing)} (<a href='#missing'>why</a>).</p>"
+               if missing else "") + "</div>")
+
+
+def _answer_atlas(data: Mapping[str, Any], why: str | None) -> str:
+    found = data.get("atlas")
+    if not found:
+        body = "<p>Not measured in this report (it needs scikit-learn for the digits).</p>"
+    elif why is not None:
+        body = f"<p>{html.escape(why)}</p>"
+    else:
+        body = _figure(atlas_plot.figure(found), atlas_plot.caption(found))
+    return f"<div id='atlas' class='answer'><h2>How do the libraries differ?</h2>{body}</div>"
+
+
+def _answer_training(data: Mapping[str, Any], why: str | None) -> str:
+    training = data.get("training", {})
+    traces = training.get("traces", [])
+    if not traces:
+        body = "<p>Not run in this report.</p>"
+    elif why is not None:
+        body = f"<p>{html.escape(why)}</p>"
+    else:
+        body = loss_plot(traces, stacked=True)
+    return ("<div id='answer-training' class='answer'><h2>The training problem in every framework</h2>"
+            f"{body}</div>")
+
+
+def _summary_html(rows: Sequence[Mapping[str, Any]]) -> str:
+    lines = ["<table id='summary'><tr><th>backend</th><th>kind</th><th>rows</th><th>passed</th>"
+             "<th>refused cases</th><th>worst deviation / tolerance</th><th>where</th></tr>"]
+    for b in summary.per_backend(rows):
+        status = "pass" if b.passed == b.rows else "fail"
+        ratio, where = (f"{b.worst.ratio:.2g}", b.worst.where) if b.worst else ("", "")
+        lines.append(f"<tr class='{status}'><td class='name'>{html.escape(b.backend)}</td>"
+                     f"<td class='name'>{b.kind}</td><td>{b.rows}</td><td>{b.passed}</td>"
+                     f"<td>{b.refused_cases}</td><td>{ratio}</td>"
+                     f"<td class='name'>{html.escape(where)}</td></tr>")
+    return "\n".join([*lines, "</table>"])
+
+
 def render(data: Mapping[str, Any]) -> tuple[str, str | None]:
-    figures, why = plots(data)
-    rows = data["rows"]
-    failed = [r for r in rows if r["failed"]]
+    why = _why_no_plots()
+    rows, traces = data["rows"], data.get("training", {}).get("traces", [])
+    # The loss plot is an answer at the top; the other plots follow the tables.
+    figures = [] if why is not None else [f for f in (deviation_plot(rows) if rows else "",
+                                                      trust_ratio_plot(traces) if traces else "") if f]
     config = data.get("config") or {}
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>lars parity report</title>",
         f"<style>{STYLE}</style></head><body>",
-        "<h1>lars parity report</h1>",
-        f"<p>lars {html.escape(str(data.get('lars')))}, Python {html.escape(str(data.get('python')))}, "
-        f"NumPy {html.escape(str(data.get('numpy')))}, {html.escape(str(data.get('machine')))}.</p>",
-        f"<p id='verdict' class='{'fail' if failed else 'pass'}'>{len(rows)} rows, {len(failed)} failed.</p>",
+        "<header><h1>lars parity report</h1>"
+        f"<p class='note'>lars {html.escape(str(data.get('lars')))}, "
+        f"Python {html.escape(str(data.get('python')))}, "
+        f"NumPy {html.escape(str(data.get('numpy')))}, {html.escape(str(data.get('machine')))}"
+        + (f"; configuration <code>{html.escape(str(config.get('source', '')))}</code>" if config else "")
+        + ".</p></header>",
+        "<section id='answers'>", _answer_same(data), _answer_atlas(data, why), _answer_training(data, why),
+        "</section>",
     ]
-    if config:
-        parts.append(f"<p>Configuration: <code>{html.escape(str(config.get('source', '')))}</code></p>")
     if data["unavailable"]:
-        parts.append("<h2>Not in this report</h2><ul>" + "".join(
+        parts.append("<h2 id='missing'>Not in this report</h2><ul>" + "".join(
             f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in data["unavailable"].items())
                      + "</ul>")
-    parts.append("<h2>Plots</h2>" + ("".join(figures) if figures else f"<p>{html.escape(why or '')}</p>"))
-    parts.append(_training_html(data.get("training", {})))
     parts.append("<h2>Conformance problem</h2><p>Every flavor on the seeded cases "
-                 f"({html.escape(', '.join(data.get('cases', [])))}), 100 steps each.</p>"
-                 "<table><tr><th>backend</th><th>dtype</th><th>flavor</th><th>max deviation</th>"
+                 f"({html.escape(', '.join(data.get('cases', [])))}), 100 steps each, per backend:</p>"
+                 + _summary_html(rows)
+                 + f"<details><summary>Every row ({len(rows)}: backend, dtype, flavor)</summary>"
+                 "<table id='rows'><tr><th>backend</th><th>dtype</th><th>flavor</th><th>max deviation</th>"
                  "<th>tolerance</th><th>result</th><th>ms/step</th><th></th><th>failed cases</th></tr>"
-                 + "".join(_row_html(r) for r in rows) + "</table>")
+                 + "".join(_row_html(r) for r in rows) + "</table></details>")
+    parts.append(_training_html(data.get("training", {})))
+    if figures:
+        parts.append("<h2>Plots</h2>" + "".join(figures))
     parts.append("</body></html>")
     return "\n".join(parts), why
 

@@ -25,6 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Column, Table
 
 from lars import __version__
 from lars.conformance.cases import CASES
@@ -117,33 +121,41 @@ def run(drivers: Iterable[str], flavors: Sequence[str], cases: Sequence[str],
     return rows
 
 
-def table(rows: Sequence[Row]) -> str:
-    width = max([10, *(len(r.driver) for r in rows)])
-    head = (f"{'backend':<{width}} {'dtype':<8} {'flavor':<18} {'max deviation':>13} {'tolerance':>9} "
-            f"{'result':<6} {'ms/step':>8}")
-    lines = [head, "-" * len(head)]
+def table(rows: Sequence[Row]) -> Table:
+    out = Table("backend", "dtype", "flavor", Column("max deviation", justify="right"),
+                Column("tolerance", justify="right"), "result", Column("ms/step", justify="right"), "notes",
+                box=box.SIMPLE_HEAD, title="conformance problem")
     for r in rows:
-        lines.append(f"{r.driver:<{width}} {r.dtype:<8} {r.flavor:<18} {r.max_deviation:>13.3g} "
-                     f"{r.tolerance:>9.0e} {'pass' if r.passed else 'FAIL':<6} {r.ms_per_step:>8.3f}"
-                     + (f"  refused {len(r.refused)}/{r.cases}" if r.refused else "")
-                     + (f"  failed: {', '.join(r.failed)}" if r.failed else ""))
-    return "\n".join(lines)
+        notes = "; ".join([*([f"refused {len(r.refused)}/{r.cases}"] if r.refused else []),
+                           *([f"failed: {', '.join(r.failed)}"] if r.failed else [])])
+        out.add_row(r.driver, r.dtype, r.flavor, f"{r.max_deviation:.3g}", f"{r.tolerance:.0e}",
+                    "pass" if r.passed else "[bold red]FAIL[/]", f"{r.ms_per_step:.3f}", escape(notes))
+    return out
 
 
-def training_table(training: Mapping[str, Any]) -> str:
+def training_table(training: Mapping[str, Any]) -> Table | None:
     if not training.get("traces"):
-        return ""
-    head = (f"{'backend':<10} {'dtype':<8} {'final loss':>10} {'test acc':>8} {'loss dev':>9} "
-            f"{'param dev':>9} {'tolerance':>9} {'result':<6} {'ms/step':>8}")
-    lines = [f"training problem: {training['problem']}", head, "-" * len(head)]
+        return None
+    out = Table("backend", "dtype", *(Column(h, justify="right") for h in (
+                "final loss", "test acc", "loss dev", "param dev", "tolerance")), "result",
+                Column("ms/step", justify="right"), box=box.SIMPLE_HEAD,
+                title=f"training problem: {escape(str(training['problem']))}")
     for t in training["traces"]:
         c = t.get("comparison") or {}
-        lines.append(f"{t['backend']:<10} {t['dtype']:<8} {t['losses'][-1]:>10.4f} "
-                     f"{t['test_accuracy']:>8.3f} "
-                     f"{c.get('loss_deviation', 0.0):>9.2g} {c.get('param_deviation', 0.0):>9.2g} "
-                     f"{c.get('tolerance', 0.0):>9.0e} {'pass' if c.get('passed', True) else 'FAIL':<6} "
-                     f"{1e3 * t['seconds_per_step']:>8.3f}")
-    return "\n".join(lines)
+        out.add_row(t["backend"], t["dtype"], f"{t['losses'][-1]:.4f}", f"{t['test_accuracy']:.3f}",
+                    f"{c.get('loss_deviation', 0.0):.2g}", f"{c.get('param_deviation', 0.0):.2g}",
+                    f"{c.get('tolerance', 0.0):.0e}",
+                    "pass" if c.get("passed", True) else "[bold red]FAIL[/]",
+                    f"{1e3 * t['seconds_per_step']:.3f}")
+    return out
+
+
+def console() -> Console:
+    """stdout; in a log (not a terminal), wide enough that a table's rows are not wrapped."""
+    found = Console(highlight=False)
+    if not found.is_terminal:
+        found.width = max(found.width, 160)
+    return found
 
 
 def write_json(data: Mapping[str, Any], path: Path) -> Path:
@@ -174,10 +186,11 @@ def passed(data: Mapping[str, Any]) -> bool:
 
 def finish(data: dict[str, Any], out: Path, note: str = "") -> int:
     """Prints the tables and the missing backends, writes the JSON and the page; 0 if all passed."""
-    print(table([Row(**{k: v for k, v in r.items() if k != "passed"}) for r in data["rows"]]))
+    shown = console()
+    shown.print(table([Row(**{k: v for k, v in r.items() if k != "passed"}) for r in data["rows"]]))
     training = training_table(data.get("training", {}))
-    if training:
-        print("\n" + training)
+    if training is not None:
+        shown.print(training)
     for backend, reason in data["unavailable"].items():
         print(f"{backend}: not in this report: {reason}")
     path = write_json(data, out / "parity.json")
@@ -190,12 +203,14 @@ def finish(data: dict[str, Any], out: Path, note: str = "") -> int:
 
 
 def document(rows: Sequence[Row], reasons: Mapping[str, str], training: Mapping[str, Any],
-             config: Mapping[str, Any]) -> dict[str, Any]:
+             config: Mapping[str, Any], atlas: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The report as JSON; `atlas` is `lars.parity.atlas.atlas()`'s matrices (absent: None)."""
     return {
         "format": FORMAT, "version": VERSION, "lars": __version__, "python": sys.version.split()[0],
         "numpy": np.__version__, "machine": platform.platform(), "cases": list(CASES),
         "config": dict(config), "rows": [{**asdict(r), "passed": r.passed} for r in rows],
         "training": dict(training), "unavailable": dict(reasons),
+        "atlas": dict(atlas) if atlas else None,
     }
 
 
@@ -212,7 +227,9 @@ def merge(parts: Sequence[Path], out: Path) -> int:
             traces.setdefault((t["backend"], t["dtype"]), t)
     first = reports[0] if reports else {}
     training = {**first.get("training", {}), "traces": list(traces.values())}
-    data = document([], reasons, training, first.get("config", {}))
+    # The atlas runs on the NumPy reference only: every part measures the same one.
+    atlas = next((rep["atlas"] for rep in reports if rep.get("atlas")), None)
+    data = document([], reasons, training, first.get("config", {}), atlas)
     data["rows"] = rows
     return finish(data, out, f" (merged from {len(parts)} environments)")
 
@@ -236,6 +253,14 @@ def main(out: Path, flavors: Sequence[str] | None = None, *, peers: bool = False
             reasons["training problem"] = str(exc)
         else:
             reasons |= {f"training: {b}": why for b, why in trained.pop("unavailable").items()}
+    found: dict[str, Any] | None = None
+    print(f"atlas: every flavor against every other ({len(FLAVORS)} runs of the reference)", flush=True)
+    try:
+        from lars.parity.atlas import atlas
+
+        found = atlas(config)
+    except ImportError as exc:  # scikit-learn (the digits) is missing
+        reasons["atlas"] = str(exc)
     print()
     described = {"source": str(config.source), "toml": config.to_toml()}
-    return finish(document(rows, reasons, trained, described), out)
+    return finish(document(rows, reasons, trained, described, found), out)
