@@ -53,17 +53,21 @@ def lars(learning_rate: Any, weight_decay: Any = 0.0, weight_decay_mask: Mask = 
                    # optax's Nesterov step with momentum 0 is the plain step; the core refuses
                    # nesterov without momentum, so it is dropped only where it changes nothing.
                    nesterov=bool(nesterov) and not _is_zero(momentum))
-    masks = {_MASKS[k]: m for k, m in (("weight_decay_mask", weight_decay_mask),
-                                      ("trust_ratio_mask", trust_ratio_mask))
-             if m is not None and m is not True}  # None (weight decay only) and True: apply everywhere
+    given = {"weight_decay_mask": weight_decay_mask, "trust_ratio_mask": trust_ratio_mask}
+    # None (allowed for weight decay only) and True: apply everywhere, nothing excluded.
+    masks = {k: m for k, m in given.items() if m is not None and m is not True}
     # Built now, without the masks: every number is validated here, as optax.lars's caller
     # expects errors at construction, and the result carries the hyperparameters in force.
-    unmasked = _lars(learning_rate, "optax", **numbers)
+    try:
+        unmasked = _lars(learning_rate, "optax", **numbers)
+    except HyperparameterError as exc:  # in optax's words: our `lr` is its `learning_rate`
+        field = "learning_rate" if exc.field == "lr" else exc.field
+        raise HyperparameterError(field, exc.value, exc.allowed) from None
     if not masks:
         return unmasked
 
     def build(params: Any) -> Lars:
-        rules: dict[str, Any] = {field: _excluded(mask, params, field) for field, mask in masks.items()}
+        rules: dict[str, Any] = {_MASKS[k]: _excluded(mask, params, k) for k, mask in masks.items()}
         return _lars(learning_rate, "optax", **numbers, **rules)
 
     def init_fn(params: Any) -> Any:
@@ -87,7 +91,7 @@ def _is_zero(value: Any) -> bool:
 
 
 def _excluded(mask: Mask, params: Any, field: str) -> Exclude:
-    """optax's mask (True = apply) as our rule of the excluded leaves, by key-path name."""
+    """optax's mask `field` (True = apply) as our rule of the excluded leaves, by key-path name."""
     tree = mask(params) if callable(mask) else mask
     try:
         # A leaf of a prefix mask stands for its whole subtree of params.
