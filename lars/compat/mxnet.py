@@ -60,7 +60,7 @@ class LARS(OneLARS):
             kwargs["clip_gradient"] = None  # MXNet's `if self.clip_gradient`, and its kernels' `<= 0: off`
         try:
             super().__init__(
-                "mxnet", momentum=momentum, eta=eta, eps=eps, momentum_correction=momentum_correction,
+                flavor="mxnet", momentum=momentum, eta=eta, eps=eps, momentum_correction=momentum_correction,
                 # MXNet's LARS corrects the momentum in its first update call of a step only.
                 momentum_correction_tensors=int(os.getenv("MXNET_OPTIMIZER_AGGREGATION_SIZE", "4")),
                 # Weight decay by name is MXNet's own `set_wd_mult` (below), not a rule of ours.
