@@ -161,7 +161,7 @@ def _why_no_plots() -> str | None:
 
         matplotlib.use("Agg")
     except ImportError:
-        return "no plots: matplotlib is not installed (pip install onelars[report])"
+        return "no plots: matplotlib is not installed (pip install '.[report]' in a clone of lars)"
     return None
 
 
