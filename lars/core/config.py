@@ -227,6 +227,10 @@ def _rule(source: str, name: str, value: Any) -> Exclude:
     except ExclusionError as exc:
         detail = f"{name}={value!r} is invalid: {exc}"
         raise ConfigError(source, name, value, RULE_FORMS, detail=detail) from None
+    except ConfigError:
+        raise
+    except HyperparameterError as exc:  # a malformed shorthand ('ndim<=-1'): the core's message
+        raise ConfigError(source, name, value, exc.allowed) from None
     raise ConfigError(source, name, value, RULE_FORMS)
 
 
