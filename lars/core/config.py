@@ -125,6 +125,9 @@ def load_config(path: str | os.PathLike[str]) -> Config:
                           detail=f"cannot be read ({exc.strerror or exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, "file", source, "valid TOML", detail=f"is not valid TOML ({exc})") from None
+    except UnicodeDecodeError as exc:  # TOML is UTF-8 by definition; tomllib lets this through
+        detail = f"is not UTF-8 text (byte {exc.start}: {exc.reason}): save it as UTF-8"
+        raise ConfigError(source, "file", source, "UTF-8 text", detail=detail) from None
     return config_from_dict(data, source)
 
 
