@@ -136,3 +136,9 @@ def test_reference_step_lr_none_is_hp_lr_and_numpy_floats_pass():  # row 8: what
     a = reference.step(params, grads, State(), hp).params["w"]
     b = reference.step(params, grads, State(), hp, lr=np.float32(0.1)).params["w"]
     np.testing.assert_allclose(a, b, rtol=1e-7)
+
+
+@pytest.mark.parametrize("pattern", ["a{99999999999}", "(" * 2000])
+def test_a_regex_python_cannot_compile_is_an_exclusion_error(pattern):  # found by the fuzz test
+    with pytest.raises(ExclusionError, match="is invalid: not a regular expression"):
+        hyperparams("paper", lr=0.1, exclude_from_weight_decay=pattern)

@@ -55,7 +55,7 @@ class Exclude:
                 raise ExclusionError(f"exclusion pattern {pattern!r} is invalid: expected a string")
             try:
                 compiled.append(re.compile(pattern))
-            except re.error as exc:
+            except (re.error, OverflowError, RecursionError) as exc:  # a{99999999999}, deep nesting
                 raise ExclusionError(
                     f"exclusion pattern {pattern!r} is invalid: not a regular expression ({exc})"
                 ) from None
