@@ -133,3 +133,15 @@ def test_diff_with_a_config_that_is_not_utf8(tmp_path, capsys):  # item 5, row 2
     code = cli.main(["diff", "paper", "optax", "--config", str(tmp_path / "lars.toml")])
     assert code == 2
     assert_one_line_error(capsys, "diff", "is not UTF-8 text")
+
+
+@pytest.mark.parametrize("content", [b"{not json", b"[1, 2]", b'{"format": "caf\xe9"}'])
+def test_merge_of_a_broken_report_says_why(tmp_path, capsys, content):  # item 5
+    pytest.importorskip("rich")  # the report's extra
+    (tmp_path / "part").mkdir()
+    (tmp_path / "part" / "parity.json").write_bytes(content)
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["merge", str(tmp_path / "part"), "--out", str(tmp_path / "out")])
+    assert stop.value.code != 0 and "parity.json" in str(stop.value.code)
+    assert "is not a parity report" in str(stop.value.code)
+    assert not (tmp_path / "out").exists()
