@@ -49,13 +49,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_migrate(args)
     if args.command == "diff":
         return run_diff(args)
-    from lars.parity import report
-
     if args.command == "merge":
-        return report.merge(args.parts, args.out)
-    from lars.core.config import default_config, load_config
+        from lars.parity import report
 
-    config = default_config() if args.config is None else load_config(args.config)  # checked first
+        return report.merge(args.parts, args.out)
+    return run_parity(args)
+
+
+def run_parity(args: argparse.Namespace) -> int:
+    """`lars parity`: the hyperparameter file is checked before anything runs or is written."""
+    from lars.core.config import default_config, load_config
+    from lars.core.errors import LarsError
+
+    try:
+        config = default_config() if args.config is None else load_config(args.config)
+    except LarsError as exc:
+        print(f"lars parity: {exc}\nlars parity: nothing was written", file=sys.stderr)
+        return 2
+    from lars.parity import report  # after the check: it needs the report's extras (rich)
+
     return report.main(args.out, args.flavor, peers=args.peers, config=config, training=not args.no_training)
 
 
@@ -80,18 +92,26 @@ def run_diff(args: argparse.Namespace) -> int:
 def run_migrate(args: argparse.Namespace) -> int:
     """`lars migrate`: every check first; on a failure, says why and writes nothing."""
     from lars.core.errors import LarsError
+    from lars.core.state import load_state
     from lars.parity.migrate import load_name_map, migrate, read_parameter_shapes
 
     try:
         names = None if args.names is None else load_name_map(args.names)
         shapes = None if args.params is None else read_parameter_shapes(args.params)
+        source = load_state(args.src)  # its buffer names: which map entries apply (row 29)
         saved = migrate(args.src, args.out, source=args.source, target=args.target, names=names,
                         shapes=shapes)
-    except LarsError as exc:
+    except (LarsError, OSError) as exc:  # OSError: a disk that fills while writing
         print(f"lars migrate: {exc}\nlars migrate: nothing was written", file=sys.stderr)
         return 1
-    renamed = sum(1 for n, r in (names or {}).items() if r.name != n)
-    transposed = sum(1 for r in (names or {}).values() if r.axes is not None)
+    # Count what the map did to this state's buffers, not the map's entries.
+    used = {n: r for n, r in (names or {}).items() if n in source.state.momentum_buffers}
+    unused = sorted(set(names or {}) - set(used))
+    renamed = sum(1 for n, r in used.items() if r.name != n)
+    transposed = sum(1 for r in used.values() if r.axes is not None)
+    if unused:
+        entries = "entry" if len(unused) == 1 else "entries"
+        print(f"lars migrate: {len(unused)} map {entries} matched no buffer: {unused}", file=sys.stderr)
     print(f"{args.src} ({args.source}) -> {args.out} ({args.target}): step {saved.state.step}, "
           f"{len(saved.state.momentum_buffers)} buffers; map: {renamed} renamed, {transposed} transposed"
           + ("" if shapes is None else f"; fits {len(shapes)} parameters"))

@@ -125,6 +125,9 @@ def load_config(path: str | os.PathLike[str]) -> Config:
                           detail=f"cannot be read ({exc.strerror or exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, "file", source, "valid TOML", detail=f"is not valid TOML ({exc})") from None
+    except UnicodeDecodeError as exc:  # TOML is UTF-8 by definition; tomllib lets this through
+        detail = f"is not UTF-8 text (byte {exc.start}: {exc.reason}): save it as UTF-8"
+        raise ConfigError(source, "file", source, "UTF-8 text", detail=detail) from None
     return config_from_dict(data, source)
 
 
@@ -227,6 +230,10 @@ def _rule(source: str, name: str, value: Any) -> Exclude:
     except ExclusionError as exc:
         detail = f"{name}={value!r} is invalid: {exc}"
         raise ConfigError(source, name, value, RULE_FORMS, detail=detail) from None
+    except ConfigError:
+        raise
+    except HyperparameterError as exc:  # a malformed shorthand ('ndim<=-1'): the core's message
+        raise ConfigError(source, name, value, exc.allowed) from None
     raise ConfigError(source, name, value, RULE_FORMS)
 
 

@@ -169,8 +169,9 @@ def hyperparams(flavor: str = DEFAULT_FLAVOR, **overrides: Any) -> Hyperparams:
     row = get_flavor(flavor)
     check_field_names(overrides)
     values = dict(row.defaults)
-    values.update(overrides)
-    if "lr" not in values or values["lr"] is None:
+    # lr=None means "the flavor's default", as the adapters' constructors read it.
+    values.update({k: v for k, v in overrides.items() if not (k == "lr" and v is None)})
+    if "lr" not in values:
         raise HyperparameterError("lr", None, f"a learning rate: flavor {flavor!r} has no default")
     for name in ("exclude_from_weight_decay", "exclude_from_adaptation"):
         values[name] = as_exclude(values[name], name)

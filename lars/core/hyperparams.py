@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from lars.core.errors import HyperparameterError
+from lars.core.errors import ExclusionError, HyperparameterError
 from lars.core.policy import Exclude
 
 TrustDenominator = Literal["split", "combined", "grad", "update"]
@@ -54,18 +54,15 @@ def _finite(name: str, value: Any, low: float, high: float, *, low_open: bool = 
     allowed = f"a finite number in {lo}{low:g}, {'inf' if math.isinf(high) else f'{high:g}'}{hi}"
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise HyperparameterError(name, value, allowed)
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond any float (10**400)
+        raise HyperparameterError(name, value, allowed) from None
     too_low = number <= low if low_open else number < low
     too_high = number >= high if high_open else number > high
     if not math.isfinite(number) or too_low or too_high:
         raise HyperparameterError(name, value, allowed)
     return number
-
-
-def _text(name: str, value: Any) -> str:
-    if not isinstance(value, str):
-        raise HyperparameterError(name, value, "a string")
-    return value
 
 
 def _flag(name: str, value: Any) -> bool:
@@ -76,9 +73,19 @@ def _flag(name: str, value: Any) -> bool:
 
 def _choice(name: str, value: Any) -> str:
     allowed = AXES[name]
-    if value not in allowed:
+    if not isinstance(value, str) or value not in allowed:  # a list or dict is unhashable
         raise HyperparameterError(name, value, "one of " + ", ".join(repr(k) for k in allowed))
     return str(value)
+
+
+def _flavor(name: str, value: Any) -> str:
+    # Imported here: the flavor table is built from Hyperparams. A module already imported is
+    # a dictionary look-up, so construction stays cheap (MXNet validates an lr per update).
+    from lars.core.flavors import FLAVORS
+
+    if not isinstance(value, str) or value not in FLAVORS:
+        raise HyperparameterError(name, value, "one of " + ", ".join(FLAVORS))
+    return value
 
 
 def _optional_positive(name: str, value: Any) -> float | None:
@@ -108,7 +115,7 @@ INF = math.inf
 
 #: field -> validator. The order is the order of the dataclass fields below.
 _VALIDATORS: Mapping[str, Callable[[str, Any], Any]] = {
-    "flavor": lambda n, v: _text(n, v),
+    "flavor": _flavor,
     "lr": lambda n, v: _finite(n, v, 0.0, INF),
     "momentum": lambda n, v: _finite(n, v, 0.0, 1.0, high_open=True),
     "dampening": lambda n, v: _finite(n, v, 0.0, 1.0),
@@ -236,12 +243,26 @@ class Hyperparams:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Hyperparams:
+        """The inverse of `to_dict`. Missing fields take the dataclass defaults, except `lr`:
+        no learning rate is a mistake (a file written by hand), not 0.0."""
+        if not isinstance(data, Mapping):
+            raise HyperparameterError("hyperparameters", data, "a mapping of field names to values")
         check_field_names(data)
+        if data.get("lr") is None:
+            raise HyperparameterError("lr", data.get("lr"), "a learning rate: from_dict has no default")
         values = dict(data)
         for name in ("exclude_from_weight_decay", "exclude_from_adaptation"):
             if isinstance(values.get(name), Mapping):
-                values[name] = Exclude.from_dict(dict(values[name]))
+                try:
+                    values[name] = Exclude.from_dict(dict(values[name]))
+                except ExclusionError as exc:
+                    raise ExclusionError(f"{name}: {exc}") from None
         return cls(**values)
+
+
+def check_lr(lr: Any) -> float:
+    """A learning rate validated exactly as `Hyperparams(lr=...)` does (for a step's lr)."""
+    return float(_VALIDATORS["lr"]("lr", lr))
 
 
 def check_field_names(names: Mapping[str, Any]) -> None:

@@ -20,7 +20,14 @@ if TYPE_CHECKING:
     from lars.core.hyperparams import Hyperparams
 
 Shape = tuple[int, ...]
-_SHAPE_RULE = re.compile(r"ndim(?P<op><=|==)(?P<n>\d+)")
+_SHAPE_RULE = re.compile(r"ndim(?P<op><=|==)(?P<n>[0-9]{1,2})")
+#: What reads as a shape rule: "ndim" and a comparison. Anything else after it (`ndim<=-1`,
+#: `ndim<2`) is refused rather than taken as a regex that would exclude nothing.
+_SHAPE_LIKE = re.compile(r"\s*ndim\s*[<>=!]")
+#: No framework has tensors of more dimensions (NumPy 2's limit); a bound keeps
+#: `ndim<=N` from building a set of N ranks.
+MAX_NDIM = 64
+SHAPE_RULE_FORMS = f"'ndim<=N' or 'ndim==N' with an int 0 <= N <= {MAX_NDIM}"
 Predicate = Callable[[str, Shape], bool]
 
 
@@ -48,7 +55,7 @@ class Exclude:
                 raise ExclusionError(f"exclusion pattern {pattern!r} is invalid: expected a string")
             try:
                 compiled.append(re.compile(pattern))
-            except re.error as exc:
+            except (re.error, OverflowError, RecursionError) as exc:  # a{99999999999}, deep nesting
                 raise ExclusionError(
                     f"exclusion pattern {pattern!r} is invalid: not a regular expression ({exc})"
                 ) from None
@@ -67,6 +74,9 @@ class Exclude:
     @classmethod
     def ndim_at_most(cls, max_ndim: int) -> Exclude:
         """Tensors of rank <= `max_ndim` (1: biases, norm scales and shifts, scalars)."""
+        if isinstance(max_ndim, bool) or not isinstance(max_ndim, int) or not 0 <= max_ndim <= MAX_NDIM:
+            raise ExclusionError(f"exclusion max_ndim={max_ndim!r} is invalid: expected an int in "
+                                 f"[0, {MAX_NDIM}]")
         return cls(ndims=frozenset(range(max_ndim + 1)))
 
     @classmethod
@@ -165,6 +175,14 @@ class Exclude:
         unknown = set(data) - {"ndims", "patterns", "names"}
         if unknown:
             raise ExclusionError(f"exclusion rule has unknown keys {sorted(unknown)}")
+        # A string is refused, not read as its characters (tuple("bias") is 4 patterns).
+        kinds = {"ndims": (int, "a list of ints >= 0"), "patterns": (str, "a list of regexes"),
+                 "names": (str, "a list of names")}
+        for key, (kind, allowed) in kinds.items():
+            items = data.get(key, ())
+            if not isinstance(items, (list, tuple)) or not all(
+                    isinstance(v, kind) and not isinstance(v, bool) for v in items):
+                raise ExclusionError(f"exclusion {key}={items!r} is invalid: expected {allowed}")
         return cls(
             ndims=frozenset(int(n) for n in data.get("ndims", ())),
             patterns=tuple(data.get("patterns", ())),
@@ -185,7 +203,11 @@ def as_exclude(value: Any, field_name: str) -> Exclude:
         return Exclude()
     if isinstance(value, Exclude):
         return value
-    if isinstance(value, str) and (shape_rule := _SHAPE_RULE.fullmatch(value.replace(" ", ""))):
+    if isinstance(value, str) and _SHAPE_LIKE.match(value):
+        shape_rule = _SHAPE_RULE.fullmatch(value.replace(" ", ""))
+        if shape_rule is None or int(shape_rule["n"]) > MAX_NDIM:
+            raise HyperparameterError(field_name, value, SHAPE_RULE_FORMS + " (a string starting with "
+                                      "'ndim' and a comparison is a shape rule, not a regex)")
         bound = int(shape_rule["n"])
         return Exclude.ndim_at_most(bound) if shape_rule["op"] == "<=" else Exclude.ndim_in(bound)
     if isinstance(value, str):

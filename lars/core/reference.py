@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from lars.core.errors import ShapeError
-from lars.core.hyperparams import Hyperparams
+from lars.core.hyperparams import Hyperparams, check_lr
 from lars.core.policy import TensorPlan, plan
 from lars.core.state import State
 
@@ -211,11 +211,12 @@ def step(
         gradient for an unknown name, or of another shape, raises `ShapeError`.
       state: the state before the step (`State()` at the start).
       hp: the hyperparameters.
-      lr: this step's learning rate (after any schedule); `hp.lr` if None.
+      lr: this step's learning rate (after any schedule); `hp.lr` if None. Validated as
+        `Hyperparams.lr` is (a finite number >= 0), before anything is computed.
     Returns:
       new params, new state and the trust ratio used for each stepped tensor.
     """
-    lr = hp.lr if lr is None else float(lr)
+    lr = hp.lr if lr is None else check_lr(lr)  # the same refusal as Hyperparams(lr=...)
     stepped = {n: g for n, g in grads.items() if g is not None}
     check_shapes(params, stepped, state)
     stepped = {n: stepped[n] for n in params if n in stepped}  # parameter order

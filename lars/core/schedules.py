@@ -24,7 +24,10 @@ def _check(name: str, value: object, *, positive: bool = False, integer: bool = 
     allowed = ("an int " if integer else "a finite number ") + ("> 0" if positive else ">= 0")
     if isinstance(value, bool) or not isinstance(value, kind):
         raise HyperparameterError(name, value, allowed)
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond any float (10**400)
+        raise HyperparameterError(name, value, allowed) from None
     if not math.isfinite(number) or number < 0 or (positive and number == 0):
         raise HyperparameterError(name, value, allowed)
 

@@ -78,6 +78,9 @@ def load_name_map(path: str | os.PathLike[str]) -> dict[str, Rename]:
                           detail=f"cannot be read ({exc.strerror or exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, "file", source, "valid TOML", detail=f"is not valid TOML ({exc})") from None
+    except UnicodeDecodeError as exc:  # TOML is UTF-8 by definition; tomllib lets this through
+        detail = f"is not UTF-8 text (byte {exc.start}: {exc.reason}): save it as UTF-8"
+        raise ConfigError(source, "file", source, "UTF-8 text", detail=detail) from None
     if set(data) != {"tensors"} or not isinstance(data["tensors"], Mapping):
         raise ConfigError(source, "file", sorted(data), "one [tensors] table: source name = target name")
     return {str(k): _rename(source, str(k), v) for k, v in data["tensors"].items()}

@@ -169,9 +169,15 @@ def write_json(data: Mapping[str, Any], path: Path) -> Path:
 def read_json(folder: Path) -> dict[str, Any]:
     path = folder / "parity.json"
     try:
-        data: dict[str, Any] = json.loads(path.read_text())
+        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise SystemExit(f"{path}: no parity report there (run `lars parity --out {folder}` first)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:  # one line, not a traceback
+        raise SystemExit(f"{path} is not a parity report ({exc}): run `lars parity --out {folder}` "
+                         "again; nothing was written") from None
+    if not isinstance(data, dict):
+        raise SystemExit(f"{path} is not a parity report (a JSON {type(data).__name__}, not an object): "
+                         f"run `lars parity --out {folder}` again; nothing was written")
     if data.get("format") != FORMAT or data.get("version") != VERSION:
         raise SystemExit(f"{path}: format {data.get('format')!r} version {data.get('version')!r} is not "
                          f"{FORMAT!r} version {VERSION}: made by another lars; run it again with this one")
