@@ -84,9 +84,9 @@ def bad_last_gradient(kind):
 
 @pytest.mark.parametrize(("kind", "error", "words"), [
     ("none", lars.ShapeError, ["'last'", "None"]),
-    ("shape", lars.ShapeError, ["'last'", "(1,)", "(2,)"]),  # broadcast silently before
+    ("shape", lars.ShapeError, ["gradient 'last' has shape (1,), but the parameter has shape (2,)"]),
     ("integer", lars.ShapeError, ["gradient 'last'", "int32"]),
-    ("complex", lars.ShapeError, ["gradient 'last'", "complex64"]),
+    ("complex", lars.ShapeError, [NOT_FLOATING.format(kind="gradient", name="last", dtype="complex64")]),
 ])
 def test_an_update_with_a_bad_last_gradient_is_refused_and_changes_nothing(kind, error, words):
     tx = jax_lars(0.1, momentum=0.9)

@@ -207,6 +207,10 @@ def wrong_shape_gradient(opt, params):
     params[-1].grad.data = torch.ones(5)  # `.data` gets past autograd's own check
 
 
+def complex_gradient(opt, params):
+    params[-1].grad.data = torch.ones(2, 2, dtype=torch.complex64)
+
+
 def wrong_dtype_buffer(opt, params):
     opt.state[params[-1]]["momentum_buffer"] = torch.zeros(2, 2, dtype=torch.float64)
 
@@ -215,7 +219,8 @@ def wrong_shape_buffer(opt, params):
     opt.state[params[-1]]["momentum_buffer"] = torch.zeros(4)
 
 
-@pytest.mark.parametrize("inject", [wrong_shape_gradient, wrong_dtype_buffer, wrong_shape_buffer])
+@pytest.mark.parametrize("inject", [wrong_shape_gradient, complex_gradient, wrong_dtype_buffer,
+                                    wrong_shape_buffer])
 @pytest.mark.parametrize("path", [{}, {"foreach": True}, {"foreach": False}])
 def test_a_step_that_fails_at_the_last_tensor_changes_nothing(inject, path):
     params = model()
@@ -227,6 +232,21 @@ def test_a_step_that_fails_at_the_last_tensor_changes_nothing(inject, path):
     with pytest.raises(lars.LarsError, match="'last'"):
         opt.step()
     assert_identical(before, opt, params)
+
+
+def test_bad_gradients_are_refused_as_the_jax_adapter_refuses_them():
+    params = model()
+    opt = stepped(params)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    complex_gradient(opt, params)
+    with pytest.raises(lars.ShapeError) as refused:
+        opt.step()
+    assert str(refused.value) == NOT_FLOATING.format(kind="gradient", name="last", dtype="complex64")
+    wrong_shape_gradient(opt, params)
+    with pytest.raises(lars.ShapeError) as refused:
+        opt.step()
+    assert str(refused.value) == "gradient 'last' has shape (5,), but the parameter has shape (2, 2)"
 
 
 def neutral(opt, **changes):

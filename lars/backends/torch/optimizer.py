@@ -307,9 +307,11 @@ def check_step_tensors(name: str, p: Tensor, w: Tensor, buffer: Tensor | None) -
     assert grad is not None
     if not p.dtype.is_floating_point:
         raise not_floating("parameter", name, str(p.dtype).removeprefix("torch."))
-    if not grad.dtype.is_floating_point or grad.shape != p.shape:
-        raise ShapeError(f"the gradient of {name!r} is {described(grad)}, but the parameter is "
-                         f"{described(p)}")
+    if not grad.dtype.is_floating_point:
+        raise not_floating("gradient", name, str(grad.dtype).removeprefix("torch."))
+    if grad.shape != p.shape:  # worded as the reference's `check_shapes`
+        raise ShapeError(f"gradient {name!r} has shape {tuple(grad.shape)}, but the parameter has shape "
+                         f"{tuple(p.shape)}")
     compute = torch.float32 if p.dtype in LOW_PRECISION else p.dtype
     for what, t in (("momentum buffer", buffer), ("master weight", w if w is not p else None)):
         if t is not None and (t.dtype != compute or t.shape != p.shape):
