@@ -85,6 +85,8 @@ def put_state(index, key, value):
 
 BAD_STATE_DICTS = {  # (edit, the error, words the message must have)
     "a group without eps": (drop("eps"), lars.StateError, ["group 0", "'eps'"]),
+    "a group that is not a dict": (lambda sd: sd["param_groups"].__setitem__(0, "x"), lars.StateError,
+                                   ["group 0", "'x'"]),
     "a group with an unknown key": (put_group("lr_decay", 0.5), lars.StateError, ["group 0", "'lr_decay'"]),
     "a group of another flavor": (put_group("flavor", "timm"), lars.HyperparameterError,
                                   ["flavor='timm'", "'paper'"]),

@@ -202,6 +202,8 @@ class LARS(torch.optim.Optimizer):
             raise StateError(f"state_dict has {len(groups)} param groups, the optimizer has "
                              f"{len(self.param_groups)}")
         for number, saved in enumerate(groups):
+            if not isinstance(saved, Mapping):
+                raise StateError(f"param group {number} of the state_dict is {saved!r}: expected a dict")
             missing = sorted(GROUP_KEYS - saved.keys())
             unknown = sorted(saved.keys() - GROUP_KEYS - {"param_names"})
             if missing or unknown:  # a missing key would fail in the next step, after this one
