@@ -17,10 +17,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from lars.backends._refuse import checked_state, not_floating
 from lars.backends.jax._compat import varying
 from lars.core import schedules
 from lars.core.config import Config, as_config
-from lars.core.errors import ExclusionError, HyperparameterError, ShardingError, StateError
+from lars.core.errors import ExclusionError, HyperparameterError, ShapeError, ShardingError, StateError
 from lars.core.flavors import resolve
 from lars.core.hyperparams import Hyperparams
 from lars.core.policy import Exclude, TensorPlan, plan
@@ -176,11 +177,43 @@ def is_mask(value: Any) -> bool:
                                          for x in leaves)
 
 
+def is_number_array(value: Any) -> bool:
+    """A 0-d array of real numbers (NumPy's or JAX's, traced too): a number that may be an input
+    of the step. Anything else that is not a Python number goes to the core as it is, to be
+    refused there with the core's message (`float()` would take True, "0.1" or [0.1])."""
+    return (isinstance(value, (jax.Array, np.ndarray, np.generic)) and getattr(value, "shape", None) == ()
+            and np.dtype(value.dtype).kind in "fiu")
+
+
 def concrete(value: Any) -> float | None:
+    """A 0-d array's value, or None while tracing (then the step reads the array)."""
     try:
         return float(value)
     except TypeError:  # jax.errors.ConcretizationTypeError included
         return None
+
+
+def check_leaves(names: list[str], w: list[Any], g: list[Any] | None = None,
+                 v: list[Any] | None = None) -> None:
+    """Refuses, before anything is computed, leaves LARS cannot step: integer or complex params or
+    gradients, a gradient of another shape (it would broadcast) or None, a buffer that `init`
+    would not have made (dtypes and shapes only: static, nothing is read from a device)."""
+    for k, name in enumerate(names):
+        if not jnp.issubdtype(w[k].dtype, jnp.floating):
+            raise not_floating("parameter", name, np.dtype(w[k].dtype).name)
+        if g is not None and g[k] is None:
+            raise ShapeError(f"the gradient of {name!r} is None: lars steps every leaf of the params "
+                             "(give a frozen leaf a zero gradient, or leave it out with optax.masked)")
+        if g is not None and not jnp.issubdtype(g[k].dtype, jnp.floating):
+            raise not_floating("gradient", name, np.dtype(g[k].dtype).name)
+        if g is not None and np.shape(g[k]) != np.shape(w[k]):
+            raise ShapeError(f"gradient {name!r} has shape {np.shape(g[k])}, but the parameter has shape "
+                             f"{np.shape(w[k])}")
+        if v is not None and v[k] is not None and (np.shape(v[k]) != np.shape(w[k])
+                                                   or v[k].dtype != compute_dtype(w[k])):
+            raise StateError(f"the momentum buffer of {name!r} is {v[k].dtype}{list(np.shape(v[k]))}, "
+                             f"expected {np.dtype(compute_dtype(w[k])).name}{list(np.shape(w[k]))} "
+                             "(as init makes it)")
 
 
 # Norms inside `jax.shard_map`: a split tensor's ||x||² is the psum of its shards' sums of squares
@@ -269,13 +302,14 @@ def lars(learning_rate: float | Schedule | None = None, flavor: str | None = Non
     if isinstance(axes.get("axes"), dict):  # optax.inject_hyperparams passes **axes as axes=
         axes = {**axes.pop("axes"), **axes}
     given = dict(zip(NUMBERS, (momentum, dampening, weight_decay, trust_coefficient, eps), strict=True))
-    numbers = {k: v for k, v in given.items() if v is not None and not is_static(v)}
-    static = {k: v if is_static(v) else STAND_INS[k] if concrete(v) is None else concrete(v)
+    numbers = {k: v for k, v in given.items() if is_number_array(v)}
+    static = {k: v if k not in numbers else STAND_INS[k] if concrete(v) is None else concrete(v)
               for k, v in given.items() if v is not None}
     rules = {"exclude_from_weight_decay": exclude_from_weight_decay,
              "exclude_from_adaptation": exclude_from_adaptation}
     masks = {k: v for k, v in rules.items() if is_mask(v)}
-    lr = None if learning_rate is None or callable(learning_rate) else concrete(learning_rate)
+    lr = (None if learning_rate is None or callable(learning_rate) else
+          concrete(learning_rate) if is_number_array(learning_rate) else learning_rate)
     lr = 0.0 if lr is None and learning_rate is not None and hyperparameters is None else lr  # stand-in
     hp = resolve(flavor, hyperparameters, lr=lr, nesterov=nesterov, **static, **axes,
                  **{k: v for k, v in rules.items() if k not in masks})
@@ -286,6 +320,7 @@ def lars(learning_rate: float | Schedule | None = None, flavor: str | None = Non
 
     def init_fn(params: Any) -> LarsState:
         resolved, plans = rule_of(params)  # refuses bad masks, and bad declarations of sharding:
+        check_leaves(names_and_shapes(params)[0], jax.tree.leaves(params))
         leaf_axes(sharded, names_and_shapes(params)[0], params, mesh_axes)
         buffers = jax.tree.map(lambda p: jnp.zeros(p.shape, compute_dtype(p)), params)
         return LarsState(jnp.zeros((), jnp.int32), buffers if Rule(resolved, plans).has_buffer else None,
@@ -302,6 +337,7 @@ def lars(learning_rate: float | Schedule | None = None, flavor: str | None = Non
         treedef, names = jax.tree.structure(params), names_and_shapes(params)[0]
         w, g = treedef.flatten_up_to(params), treedef.flatten_up_to(grads)
         v = [None] * len(w) if state.momentum is None else treedef.flatten_up_to(state.momentum)
+        check_leaves(names, w, g, v)
         axes_of = leaf_axes(sharded, names, params, mesh_axes)
         if mesh_axes is not None:
             check_axes(mesh_axes, axes_of, names, w, g)
@@ -341,8 +377,8 @@ def export_state(state: LarsState, params: Any) -> State:
 
 def import_state(neutral: State, state: LarsState, params: Any) -> LarsState:
     """`state` (from `tx.init(params)`) with the neutral state's values; checked first."""
-    (names, shapes), saved = names_and_shapes(params), neutral.momentum_buffers
-    neutral.check_fits(dict(zip(names, shapes, strict=True)))
+    names, shapes = names_and_shapes(params)
+    saved = checked_state(neutral, dict(zip(names, shapes, strict=True))).momentum_buffers
     if saved and state.momentum is None:
         raise StateError("the state has momentum buffers but this transformation has no momentum")
     treedef = jax.tree.structure(params)

@@ -11,11 +11,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lars.backends._refuse import check_last_lr, checked_state, not_floating
 from lars.backends.torch import _compat, functional
 from lars.backends.torch.distributed import is_sharded, shard_like, whole
 from lars.backends.torch.functional import LOW_PRECISION, TensorGroup
 from lars.core.config import Config, as_config
-from lars.core.errors import HyperparameterError, StateError
+from lars.core.errors import HyperparameterError, ShapeError, StateError
 from lars.core.flavors import resolve
 from lars.core.hyperparams import Hyperparams, check_field_names
 from lars.core.policy import TensorPlan, plan, plan_inputs
@@ -24,6 +25,10 @@ from lars.core.state import State, load_state, save_state
 RULES = ("exclude_from_weight_decay", "exclude_from_adaptation")
 #: Hyperparameters that live in each param group (plain values: they go into state_dict).
 GROUP_FIELDS = tuple(f for f in Hyperparams.field_names() if f not in RULES)
+#: The keys of a param group (in `state_dict` too; torch adds `param_names` where it was given).
+GROUP_KEYS = frozenset({*GROUP_FIELDS, "params", "foreach", "fused"})
+#: The keys of a parameter's state.
+STATE_KEYS = frozenset({"momentum_buffer", "master_weight", "step", "last_lr"})
 
 
 class LARS(torch.optim.Optimizer):
@@ -49,6 +54,9 @@ class LARS(torch.optim.Optimizer):
                  hyperparameters: Hyperparams | None = None, foreach: bool | None = None,
                  fused: bool | None = None, master_weights: bool = False, **overrides: Any) -> None:
         hp = resolve(flavor, hyperparameters, lr=lr, **overrides)
+        if not isinstance(master_weights, bool):  # "no" is truthy: it would turn them on
+            raise HyperparameterError("master_weights", master_weights, "True or False")
+        check_path({"foreach": foreach, "fused": fused})
         self._rules = {k: getattr(hp, k) for k in RULES}
         self._master_weights = master_weights
         self._trust_ratios: dict[str, tuple[Tensor, int]] = {}  # name: (its batch's ratios, position)
@@ -80,12 +88,8 @@ class LARS(torch.optim.Optimizer):
             if key in param_group:
                 raise HyperparameterError(key, param_group[key], "an optimizer-wide rule: pass it to LARS(), "
                                           "not in a param group")
-        if param_group.get("flavor", self.defaults["flavor"]) != self.defaults["flavor"]:
-            allowed = f"the optimizer's flavor {self.defaults['flavor']!r} (one per optimizer)"
-            raise HyperparameterError("flavor", param_group["flavor"], allowed)
-        check_field_names({k: v for k, v in param_group.items()
-                           if k not in (*GROUP_FIELDS, "params", "foreach", "fused", "param_names")})
-        self.group_hyperparams({**self.defaults, **param_group})  # raises before any change
+        check_field_names({k: v for k, v in param_group.items() if k not in (*GROUP_KEYS, "param_names")})
+        self._check_group({**self.defaults, **param_group})  # raises before any change
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         for position, (p, name) in enumerate(zip(group["params"], self._names(group), strict=True)):
@@ -100,6 +104,15 @@ class LARS(torch.optim.Optimizer):
         except Exception:
             self.param_groups.pop()
             raise
+
+    def _check_group(self, group: Mapping[str, Any]) -> None:
+        """Refuses a param group (added or loaded) with a value the constructor refuses: its lr as
+        given (a tensor too), another flavor, `foreach`/`fused` other than None, True, False."""
+        if group["flavor"] != self.defaults["flavor"]:
+            allowed = f"the optimizer's flavor {self.defaults['flavor']!r} (one per optimizer)"
+            raise HyperparameterError("flavor", group["flavor"], allowed)
+        check_path(group)
+        Hyperparams(**{f: group[f] for f in GROUP_FIELDS} | self._rules)
 
     def _names(self, group: Mapping[str, Any]) -> list[str | None]:
         names = group.get("param_names")
@@ -143,6 +156,7 @@ class LARS(torch.optim.Optimizer):
                     raise RuntimeError(f"LARS does not support sparse gradients (parameter "
                                        f"{tensor.name or position}): use a dense embedding gradient")
                 w, state = self._weights(p), self.state.get(p, {})
+                check_step_tensors(tensor.name or f"{number}.{position}", p, w, state.get("momentum_buffer"))
                 t = kinds.setdefault((w.device, w.dtype), TensorGroup([], [], [], [], state.get("last_lr"),
                                                                        []))
                 t.add(w, p.grad, state.get("momentum_buffer"), tensor, len(stepped))
@@ -178,22 +192,31 @@ class LARS(torch.optim.Optimizer):
 
     # State ---------------------------------------------------------------------------------------
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """torch's `load_state_dict`, after checking hyperparameters and buffer shapes."""
-        groups = state_dict.get("param_groups", [])
+        """torch's `load_state_dict`, after checking every group and every parameter's state in
+        it: if a check fails, nothing has changed."""
+        if not isinstance(state_dict, Mapping) or not {"state", "param_groups"} <= state_dict.keys():
+            raise StateError(f"expected a LARS state_dict (with 'state' and 'param_groups'), got "
+                             f"{type(state_dict).__name__}")
+        groups = state_dict["param_groups"]
         if len(groups) != len(self.param_groups):
-            raise ValueError(f"state_dict has {len(groups)} param groups, the optimizer has "
+            raise StateError(f"state_dict has {len(groups)} param groups, the optimizer has "
                              f"{len(self.param_groups)}")
+        for number, saved in enumerate(groups):
+            if not isinstance(saved, Mapping):
+                raise StateError(f"param group {number} of the state_dict is {saved!r}: expected a dict")
+            missing = sorted(GROUP_KEYS - saved.keys())
+            unknown = sorted(saved.keys() - GROUP_KEYS - {"param_names"})
+            if missing or unknown:  # a missing key would fail in the next step, after this one
+                raise StateError(f"param group {number} of the state_dict " + " and ".join(
+                    [f"lacks {missing}"] * bool(missing) + [f"has unknown keys {unknown}"] * bool(unknown))
+                    + ": expected a state_dict of LARS (another optimizer's, or another version's?)")
+            self._check_group(saved)
         saved_ids = [i for g in groups for i in g["params"]]
         params = [p for g in self.param_groups for p in g["params"]]
         if len(saved_ids) != len(params):
-            raise ValueError(f"state_dict has {len(saved_ids)} parameters, the optimizer has {len(params)}")
-        for saved, group in zip(groups, self.param_groups, strict=True):
-            self.group_hyperparams({**group, **{k: v for k, v in saved.items() if k in GROUP_FIELDS}})
+            raise StateError(f"state_dict has {len(saved_ids)} parameters, the optimizer has {len(params)}")
         for saved_id, p in zip(saved_ids, params, strict=True):
-            buffer = state_dict["state"].get(saved_id, {}).get("momentum_buffer")
-            if buffer is not None and tuple(buffer.shape) != tuple(p.shape):
-                raise StateError(f"momentum buffer of parameter {saved_id} has shape {tuple(buffer.shape)}, "
-                                 f"the parameter has {tuple(p.shape)}")
+            check_entry(state_dict["state"].get(saved_id, {}), p, f"the state of parameter {saved_id}")
         super().load_state_dict(state_dict)
         # torch casts loaded state to each parameter's dtype; the float32 buffers and master
         # weights of float16/bfloat16 parameters are restored from the saved float32 values.
@@ -221,8 +244,8 @@ class LARS(torch.optim.Optimizer):
         """Replaces the state by a neutral one; names and shapes checked before any change. A
         sharded parameter's buffer keeps this rank's piece."""
         named = self._named_params()
-        state.check_fits({n: tuple(p.shape) for n, p in named.items()})
-        self.clear_state()
+        state = checked_state(state, {n: tuple(p.shape) for n, p in named.items()})
+        entries = {}  # every tensor made before the old state is cleared
         for name, p in named.items() if state.step > 0 else ():
             entry: dict[str, Any] = {"step": state.step}
             if state.last_lr is not None:
@@ -233,7 +256,9 @@ class LARS(torch.optim.Optimizer):
                 # a piece laid out as the parameter, or a whole buffer in its memory layout
                 entry["momentum_buffer"] = (shard_like(whole_buffer, p) if is_sharded(p)
                                             else torch.empty_like(p, dtype=dtype).copy_(whole_buffer))
-            self.state[p] = entry
+            entries[p] = entry
+        self.clear_state()
+        self.state.update(entries)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Writes the neutral state file (`lars.save_state`) with the hyperparameters in force."""
@@ -243,3 +268,55 @@ class LARS(torch.optim.Optimizer):
         """Reads a neutral state file, checked against these parameters, and imports it."""
         shapes = {n: tuple(p.shape) for n, p in self._named_params().items()}
         self.import_state(load_state(path, shapes).state)
+
+
+def check_path(options: Mapping[str, Any]) -> None:
+    """`foreach` and `fused` (of the constructor or a group): None, True or False."""
+    for key in ("foreach", "fused"):
+        if options.get(key) is not None and not isinstance(options[key], bool):
+            raise HyperparameterError(key, options[key], "None, True or False")
+
+
+def described(value: Any) -> str:
+    return f"a {str(value.dtype).removeprefix('torch.')} tensor of shape {tuple(value.shape)}"
+
+
+def check_entry(entry: Any, p: Tensor, where: str) -> None:
+    """A parameter's state in a state_dict, as `step()` needs it (torch casts the tensors to the
+    parameter's dtype and device afterwards)."""
+    if not isinstance(entry, Mapping):
+        raise StateError(f"{where} is {entry!r}: expected a dict")
+    if unknown := sorted(set(entry) - STATE_KEYS):
+        raise StateError(f"{where} has unknown keys {unknown}: a LARS state has {sorted(STATE_KEYS)}")
+    step = entry.get("step", 0)
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise StateError(f"{where}: step={step!r} is invalid: expected an int >= 0")
+    check_last_lr(entry.get("last_lr"), where)
+    for key in ("momentum_buffer", "master_weight"):
+        value = entry.get(key)
+        if value is not None and not (isinstance(value, Tensor) and value.dtype.is_floating_point
+                                      and value.shape == p.shape):
+            shown = described(value) if isinstance(value, Tensor) else repr(value)
+            raise StateError(f"{where}: {key} is {shown}, the parameter has {tuple(p.shape)}: expected a "
+                             "floating-point tensor of the parameter's shape")
+
+
+def check_step_tensors(name: str, p: Tensor, w: Tensor, buffer: Tensor | None) -> None:
+    """What a step is about to write, checked first (dtypes and shapes: metadata, no sync), so that
+    a bad last tensor does not leave the first ones stepped. Floating-point gradients of the
+    parameter's shape; the buffer (and master weights `w`) as the step makes them."""
+    grad = p.grad
+    assert grad is not None
+    if not p.dtype.is_floating_point:
+        raise not_floating("parameter", name, str(p.dtype).removeprefix("torch."))
+    if not grad.dtype.is_floating_point:
+        raise not_floating("gradient", name, str(grad.dtype).removeprefix("torch."))
+    if grad.shape != p.shape:  # worded as the reference's `check_shapes`
+        raise ShapeError(f"gradient {name!r} has shape {tuple(grad.shape)}, but the parameter has shape "
+                         f"{tuple(p.shape)}")
+    compute = torch.float32 if p.dtype in LOW_PRECISION else p.dtype
+    for what, t in (("momentum buffer", buffer), ("master weight", w if w is not p else None)):
+        if t is not None and (t.dtype != compute or t.shape != p.shape):
+            raise StateError(f"the {what} of {name!r} is {described(t)}, expected one of dtype "
+                             f"{str(compute).removeprefix('torch.')} and shape {tuple(p.shape)} "
+                             "(clear_state() or load a state that fits)")
