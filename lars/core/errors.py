@@ -48,3 +48,15 @@ class ShapeError(LarsError, ValueError):
 class ShardingError(LarsError, ValueError):
     """A declaration of how tensors are split over devices that does not fit them (mesh axes,
     partition specs, tree structure)."""
+
+
+class DtypeError(ShapeError, TypeError):
+    """A tensor of a dtype LARS does not step (integer, complex): a `ShapeError` (tensors that do
+    not fit) that is also a `TypeError`, as a framework's own dtype errors are."""
+
+
+def not_floating(kind: str, name: str, dtype: object) -> DtypeError:
+    """The refusal of an integer or complex `kind` ("parameter", "gradient") named `name`, in the
+    same words in every backend."""
+    return DtypeError(f"{kind} {name!r} has dtype {dtype}: LARS steps real floating-point tensors only "
+                      "(float16, bfloat16, float32, float64), not integer or complex ones")

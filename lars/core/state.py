@@ -81,6 +81,12 @@ def _last_lr_error(last_lr: Any) -> str | None:
     return None
 
 
+def check_last_lr(value: Any, where: str = "state") -> None:
+    """Raises `StateError` unless a saved last learning rate is None or what `lr` may be."""
+    if (problem := _last_lr_error(value)) is not None:
+        raise StateError(f"{where}: {problem}")
+
+
 def check_state(state: Any, shapes: Mapping[str, Sequence[int]] | None = None) -> None:
     """Raises `StateError` unless `state` is a `State` that could have come from a run: step an
     int >= 0, last lr None or a finite number >= 0 (what `Hyperparams.lr` allows), buffers named

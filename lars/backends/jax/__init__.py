@@ -17,16 +17,22 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lars.backends._refuse import checked_state, not_floating
 from lars.backends.jax._compat import varying
 from lars.core import schedules
 from lars.core.config import Config, as_config
-from lars.core.errors import ExclusionError, HyperparameterError, ShapeError, ShardingError, StateError
+from lars.core.errors import (
+    ExclusionError,
+    HyperparameterError,
+    ShapeError,
+    ShardingError,
+    StateError,
+    not_floating,
+)
 from lars.core.flavors import resolve
 from lars.core.hyperparams import Hyperparams
 from lars.core.policy import Exclude, TensorPlan, plan
 from lars.core.rule import NUMBERS, STAND_INS, Coefficients, Request, Rule, at
-from lars.core.state import State, load_state, save_state
+from lars.core.state import State, check_state, load_state, save_state
 from lars.core.step import Batch, assemble, jobs, step
 from lars.core.xp import Ops, is_static
 
@@ -378,7 +384,8 @@ def export_state(state: LarsState, params: Any) -> State:
 def import_state(neutral: State, state: LarsState, params: Any) -> LarsState:
     """`state` (from `tx.init(params)`) with the neutral state's values; checked first."""
     names, shapes = names_and_shapes(params)
-    saved = checked_state(neutral, dict(zip(names, shapes, strict=True))).momentum_buffers
+    check_state(neutral, dict(zip(names, shapes, strict=True)))
+    saved = neutral.momentum_buffers
     if saved and state.momentum is None:
         raise StateError("the state has momentum buffers but this transformation has no momentum")
     treedef = jax.tree.structure(params)

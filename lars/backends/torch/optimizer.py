@@ -11,16 +11,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lars.backends._refuse import check_last_lr, checked_state, not_floating
 from lars.backends.torch import _compat, functional
 from lars.backends.torch.distributed import is_sharded, shard_like, whole
 from lars.backends.torch.functional import LOW_PRECISION, TensorGroup
 from lars.core.config import Config, as_config
-from lars.core.errors import HyperparameterError, ShapeError, StateError
+from lars.core.errors import HyperparameterError, ShapeError, StateError, not_floating
 from lars.core.flavors import resolve
 from lars.core.hyperparams import Hyperparams, check_field_names
 from lars.core.policy import TensorPlan, plan, plan_inputs
-from lars.core.state import State, load_state, save_state
+from lars.core.state import State, check_last_lr, check_state, load_state, save_state
 
 RULES = ("exclude_from_weight_decay", "exclude_from_adaptation")
 #: Hyperparameters that live in each param group (plain values: they go into state_dict).
@@ -244,7 +243,7 @@ class LARS(torch.optim.Optimizer):
         """Replaces the state by a neutral one; names and shapes checked before any change. A
         sharded parameter's buffer keeps this rank's piece."""
         named = self._named_params()
-        state = checked_state(state, {n: tuple(p.shape) for n, p in named.items()})
+        check_state(state, {n: tuple(p.shape) for n, p in named.items()})
         entries = {}  # every tensor made before the old state is cleared
         for name, p in named.items() if state.step > 0 else ():
             entry: dict[str, Any] = {"step": state.step}
