@@ -10,6 +10,7 @@ from lars.core import (
     FLAVORS,
     Config,
     ConfigError,
+    DtypeError,
     Exclude,
     ExclusionError,
     HyperparameterError,
@@ -34,7 +35,7 @@ from lars.core import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "AXES", "DEFAULT_FLAVOR", "FLAVORS", "Config", "ConfigError", "Exclude", "ExclusionError",
+    "AXES", "DEFAULT_FLAVOR", "FLAVORS", "Config", "ConfigError", "DtypeError", "Exclude", "ExclusionError",
     "HyperparameterError", "Hyperparams", "LarsError", "ShapeError", "ShardingError", "State", "StateError",
     "__version__", "config_from_dict", "default_config", "hyperparams", "load_config", "load_state",
     "loads_config", "plan", "reference", "save_state", "schedules",

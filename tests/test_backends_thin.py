@@ -16,8 +16,9 @@ AXES = ("trust_denominator", "momentum_style", "larc_clip", "larc_clip_on_fallba
 #: Issue 15 aimed at 1,500 lines (from 2,686); the rewrite measured 1,817 (the rule gone, the
 #: frameworks' plumbing left: sharding, low precision, state, schedules, their private APIs), and
 #: issue 16's one API shape added ~100 (save/load/trust_ratios/set_lr/clear_state in JAX and
-#: MXNet, Keras's save/load and weight-decay hook). A guard against the rule growing back.
-LINES = 1950
+#: MXNet, Keras's save/load and weight-decay hook), issue 17's refusals before any change ~120
+#: (state dicts, options, dtypes, shapes). A guard against the rule growing back.
+LINES = 2100
 
 
 def code_words(path: Path) -> set[str]:

@@ -13,6 +13,7 @@ from lars import (
     HyperparameterError,
     Hyperparams,
     LarsError,
+    ShapeError,
     State,
     hyperparams,
     loads_config,
@@ -142,3 +143,15 @@ def test_reference_step_lr_none_is_hp_lr_and_numpy_floats_pass():  # row 8: what
 def test_a_regex_python_cannot_compile_is_an_exclusion_error(pattern):  # found by the fuzz test
     with pytest.raises(ExclusionError, match="is invalid: not a regular expression"):
         hyperparams("paper", lr=0.1, exclude_from_weight_decay=pattern)
+
+
+@pytest.mark.parametrize("dtype", ["int64", "int8", "complex128", "bool"])
+def test_the_reference_refuses_integer_and_complex_tensors_in_every_backends_words(dtype):  # row 20
+    params = {"w": np.ones((2, 2), dtype=dtype), "v": np.ones(3)}
+    grads = {"w": np.ones((2, 2)), "v": np.ones(3)}
+    hp = hyperparams("paper", lr=0.1)
+    with pytest.raises(ShapeError, match=rf"parameter 'w' has dtype {dtype}: LARS steps real floating-point"):
+        reference.step(params, grads, State(), hp)
+    with pytest.raises(TypeError, match=r"gradient 'w' has dtype"):
+        reference.step({"w": np.ones((2, 2)), "v": np.ones(3)}, {**grads, "w": grads["w"].astype(dtype)},
+                            State(), hp)

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from lars.core.errors import ShapeError
+from lars.core.errors import ShapeError, not_floating
 from lars.core.hyperparams import Hyperparams, check_lr
 from lars.core.policy import TensorPlan, plan
 from lars.core.state import State
@@ -189,6 +189,12 @@ def check_shapes(params: Mapping[str, Array], grads: Mapping[str, Array], state:
     if unknown:
         raise ShapeError(f"gradients for unknown parameters {unknown}; known: {sorted(params)}")
     for name, g in grads.items():
+        if g is None:
+            continue
+        for kind, x in (("parameter", params[name]), ("gradient", g)):
+            dtype = np.asarray(x).dtype
+            if dtype.kind != "f" and dtype.name != "bfloat16":  # ml_dtypes' bfloat16 is kind "V"
+                raise not_floating(kind, name, dtype.name)
         if np.shape(g) != np.shape(params[name]):
             raise ShapeError(f"gradient {name!r} has shape {np.shape(g)}, but the parameter has shape "
                              f"{np.shape(params[name])}")
