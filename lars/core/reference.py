@@ -189,8 +189,6 @@ def check_shapes(params: Mapping[str, Array], grads: Mapping[str, Array], state:
     if unknown:
         raise ShapeError(f"gradients for unknown parameters {unknown}; known: {sorted(params)}")
     for name, g in grads.items():
-        if g is None:
-            continue
         for kind, x in (("parameter", params[name]), ("gradient", g)):
             dtype = np.asarray(x).dtype
             if dtype.kind != "f" and dtype.name != "bfloat16":  # ml_dtypes' bfloat16 is kind "V"
