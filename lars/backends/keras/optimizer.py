@@ -15,6 +15,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from lars.backends._checks import check_floating, check_gradient, checked_state
 from lars.backends.keras import _compat
 from lars.core import schedules as core_schedules
 from lars.core.config import Config, as_config
@@ -91,13 +92,15 @@ class LARS(_compat.Hooks, keras.optimizers.Optimizer):
     def __init__(self, learning_rate: Any = None, flavor: str | None = None, name: str = "lars",
                  hyperparameters: Hyperparams | None = None, **kwargs: Any) -> None:
         keras_kwargs = {k: kwargs.pop(k) for k in KERAS_ARGUMENTS if k in kwargs}
-        if isinstance(learning_rate, (int, float)):
-            kwargs["lr"] = learning_rate
-        elif learning_rate is not None and hyperparameters is None:
+        schedule = isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule) or callable(
+            learning_rate)
+        if learning_rate is not None and not schedule:
+            kwargs["lr"] = learning_rate  # any other value is a rate, which the core judges (not Keras)
+        elif schedule and hyperparameters is None:
             kwargs.setdefault("lr", 0.0)  # the schedule gives every step's rate
         hp = resolve(flavor, hyperparameters, **kwargs)
-        super().__init__(learning_rate=hp.lr if learning_rate is None else learning_rate, name=name,
-                         weight_decay=None, **keras_kwargs)
+        super().__init__(learning_rate=learning_rate if schedule else hp.lr, name=name, weight_decay=None,
+                         **keras_kwargs)
         self.hyperparameters = hp
 
     @classmethod
@@ -114,6 +117,8 @@ class LARS(_compat.Hooks, keras.optimizers.Optimizer):
     def build(self, variables: list[Any]) -> None:
         if self.built:
             return
+        for v in variables:  # before anything is built: the step's norms and ratios are real
+            check_floating(f"parameter {str(v.path)!r}", keras.backend.standardize_dtype(v.dtype))
         super().build(variables)
         self._plans = plan(self.hyperparameters, [(v.path, tuple(v.shape)) for v in variables])
         self.momentums = [self.add_variable_from_reference(v, name="momentum") for v in variables
@@ -126,7 +131,7 @@ class LARS(_compat.Hooks, keras.optimizers.Optimizer):
     def set_lr(self, learning_rate: float) -> None:
         """Sets a constant learning rate, validated like any hyperparameter."""
         self.hyperparameters = self.hyperparameters.with_lr(learning_rate)
-        self.learning_rate = learning_rate
+        self.learning_rate = self.hyperparameters.lr
 
     def exclude_from_weight_decay(self, var_list: Any = None, var_names: Any = None) -> None:
         """Keras's hook, as for AdamW: the variables of `var_list`, and those whose path one of the
@@ -147,7 +152,11 @@ class LARS(_compat.Hooks, keras.optimizers.Optimizer):
 
     def lars_step(self, grads: Sequence[Any], variables: Sequence[Any], learning_rate: Any) -> None:
         """The step of the variables with a gradient (Keras calls it): the gradients summed over
-        replicas and clipped by Keras, then the core's step, one `Batch` per dtype."""
+        replicas and clipped by Keras, then the core's step, one `Batch` per dtype. Every gradient is
+        checked first (static shapes and dtypes), so that a bad one changes nothing."""
+        for g, v in zip(grads, variables, strict=True):
+            dtype = keras.backend.standardize_dtype(g.dtype)
+            check_gradient(str(v.path), tuple(g.shape), dtype, tuple(v.shape))
         grads, indices = _compat.gradients(self, grads, variables)
         groups: dict[str, list[int]] = {}
         for p, v in enumerate(variables):
@@ -207,13 +216,16 @@ class LARS(_compat.Hooks, keras.optimizers.Optimizer):
         return State(step, float(self.last_lr.numpy()), buffers) if step else State()
 
     def import_state(self, state: State) -> None:
-        """Replaces the state by a neutral one; checks names and shapes before any change."""
-        state.check_fits({str(t.name): t.shape for t in self._plans})
-        if state.momentum_buffers and not self.momentums:
+        """Replaces the state by a neutral one, checked completely (names, shapes, dtypes, step and
+        last lr) and converted before the first change: it is imported whole or not at all."""
+        buffers = checked_state(state, {str(t.name): t.shape for t in self._plans})
+        if buffers and not self.momentums:
             raise StateError("the state has momentum buffers but this optimizer has no momentum")
-        for t, n in zip(self._plans, self.momentums, strict=False):
-            v = state.momentum_buffers.get(str(t.name))
-            n.assign(ops.zeros_like(n) if v is None else ops.convert_to_tensor(-v, dtype=n.dtype))
+        values = [ops.zeros_like(n) if (v := buffers.get(str(t.name))) is None
+                  else ops.convert_to_tensor(-v, dtype=n.dtype)
+                  for t, n in zip(self._plans, self.momentums, strict=False)]
+        for n, value in zip(self.momentums, values, strict=True):
+            n.assign(value)
         self.iterations.assign(state.step)
         self.last_lr.assign(0.0 if state.last_lr is None else state.last_lr)
 

@@ -1,0 +1,59 @@
+"""The checks an adapter makes before a step, an import or a load changes anything, with one
+message per kind of bad input in every adapter (the core's errors: `ShapeError` for a tensor that
+does not fit, `StateError` for a state). They take dtype names and shapes, so that a traced step
+(tf.function, jax.jit) checks static metadata only."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from lars.core.errors import ShapeError, StateError
+from lars.core.state import State
+
+#: The dtypes a parameter, a gradient or a buffer may have: the step's norms and ratios are real.
+FLOATING = ("float16", "bfloat16", "float32", "float64")
+
+
+def check_floating(what: str, dtype: str) -> None:
+    """Raises `ShapeError` unless `dtype` (a name: "float32", "int32", ...) is floating-point."""
+    if dtype not in FLOATING:
+        raise ShapeError(f"{what} has dtype {dtype}: expected a floating-point tensor "
+                         f"({', '.join(FLOATING)})")
+
+
+def check_gradient(name: str, shape: Sequence[Any], dtype: str, parameter_shape: Sequence[Any],
+                   parameter_dtype: str | None = None) -> None:
+    """Raises `ShapeError` unless the gradient of parameter `name` is floating-point (of the
+    parameter's dtype if given: a kernel that needs it) and of its shape (a dimension unknown
+    while tracing, None, is left to the kernel)."""
+    check_floating(f"the gradient of {name!r}", dtype)
+    if parameter_dtype is not None and dtype != parameter_dtype:
+        raise ShapeError(f"the gradient of {name!r} has dtype {dtype}, but the parameter has dtype "
+                         f"{parameter_dtype}: expected a gradient of the parameter's dtype")
+    shape, parameter_shape = tuple(shape), tuple(parameter_shape)
+    if len(shape) != len(parameter_shape) or any(
+            a is not None and b is not None and a != b for a, b in zip(shape, parameter_shape, strict=True)):
+        raise ShapeError(f"the gradient of {name!r} has shape {shape}, but the parameter has shape "
+                         f"{parameter_shape}")
+
+
+def checked_state(state: Any, shapes: Mapping[str, Sequence[int]]) -> dict[str, np.ndarray]:
+    """A state to import, checked completely (type, names, shapes, step, last lr, buffer dtypes):
+    its buffers as NumPy arrays, so that nothing can fail once the caller starts to write."""
+    if not isinstance(state, State):
+        raise StateError(f"expected a lars.State, got {state!r}")
+    state.check_fits(shapes)
+    last_lr: Any = state.last_lr  # typed float | None; a caller may hand over anything
+    if last_lr is not None and (isinstance(last_lr, bool) or not isinstance(last_lr, numbers.Real)
+                                or not math.isfinite(last_lr) or last_lr < 0):
+        raise StateError(f"state last_lr={last_lr!r} is invalid: expected None or a finite number >= 0")
+    buffers = {name: np.asarray(b) for name, b in state.momentum_buffers.items()}
+    for name, b in buffers.items():
+        if b.dtype.kind != "f":
+            raise StateError(f"state buffer {name!r} has dtype {b.dtype}: expected floating-point numbers")
+    return buffers

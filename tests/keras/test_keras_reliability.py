@@ -1,0 +1,132 @@
+"""Bad input to the Keras `LARS` is refused with a `lars.LarsError` that names the field or tensor,
+the value and what is allowed, before anything changes: a step, an import or a load happens
+completely or not at all (every variable, buffer, step count and rate byte-identical after a
+refusal). Runs on the backend KERAS_BACKEND names (tests/keras_jax runs it on JAX)."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+
+import lars
+from lars.backends.keras import LARS
+
+LAST_LR = r"last_lr=.* is invalid: expected None or a finite number >= 0"
+
+
+def core_error(**kwargs):
+    with pytest.raises(lars.HyperparameterError) as caught:
+        lars.hyperparams("paper", **kwargs)
+    return str(caught.value)
+
+
+@pytest.mark.parametrize("bad", [np.float32(np.nan), np.float64(math.inf), np.int64(-1), np.float32(-1.0),
+                                 "0.1", [0.1]], ids=repr)
+def test_a_learning_rate_keras_would_judge_gets_the_cores_error(bad):
+    with pytest.raises(lars.HyperparameterError) as caught:
+        LARS(learning_rate=bad)
+    assert str(caught.value) == core_error(lr=bad)
+
+
+def test_a_numpy_learning_rate_is_a_rate():
+    assert LARS(learning_rate=np.float32(0.25)).hyperparameters.lr == 0.25
+    assert float(LARS(learning_rate=np.float32(0.25)).learning_rate) == 0.25
+
+
+def variables(dtypes=("float32", "float32", "float32")):
+    """Three variables, the last one 1-D, with distinct paths."""
+    shapes = [(3, 2), (4,), (2,)]
+    out = []
+    for k, (shape, dtype) in enumerate(zip(shapes, dtypes, strict=True)):
+        with keras.name_scope(f"layer{k}"):
+            value = np.linspace(0.5, 1.5, math.prod(shape)).reshape(shape).astype(dtype)
+            out.append(keras.Variable(value, name="kernel", dtype=dtype))
+    return out
+
+
+def grads(vs, scale=1.0):
+    return [keras.ops.convert_to_tensor(np.full(v.shape, 0.1 * scale, v.dtype)) for v in vs]
+
+
+def snapshot(optimizer, vs):
+    """Every number a step, an import or a load may change, as bytes."""
+    tensors = [*vs, *optimizer.momentums, optimizer.iterations, optimizer.last_lr,
+               optimizer.last_trust_ratios, optimizer.learning_rate]
+    return [keras.ops.convert_to_numpy(t).tobytes() for t in tensors] + [optimizer.hyperparameters]
+
+
+def trained(**kwargs):
+    vs = variables()
+    optimizer = LARS(0.1, **{"momentum": 0.9, "weight_decay": 1e-2} | kwargs)
+    optimizer.build(vs)
+    for scale in (1.0, 2.0):  # buffers, counts and ratios that are not their initial values
+        optimizer.apply(grads(vs, scale), vs)
+    return optimizer, vs
+
+
+@pytest.mark.parametrize("flavor", ["paper", "timm", "holocron"])
+@pytest.mark.parametrize("bad", [dict(shape=(3,)), dict(shape=(2, 1)), dict(dtype="int32"),
+                                 dict(dtype="complex64")], ids=str)
+def test_a_bad_gradient_for_the_last_variable_changes_nothing(flavor, bad):
+    """Row 21 and the transaction: the first variables are not stepped before the last one's
+    gradient turns out wrong."""
+    optimizer, vs = trained(flavor=flavor)
+    before = snapshot(optimizer, vs)
+    good = grads(vs, 3.0)
+    last = np.full(bad.get("shape", vs[-1].shape), 0.1, bad.get("dtype", "float32"))
+    with pytest.raises(lars.ShapeError) as caught:
+        optimizer.apply([*good[:-1], keras.ops.convert_to_tensor(last)], vs)
+    message = str(caught.value)
+    assert "layer2/kernel" in message
+    if "shape" in bad:
+        assert f"shape {bad['shape']}" in message and "shape (2,)" in message
+    else:
+        assert f"dtype {bad['dtype']}" in message and "floating-point" in message
+    assert snapshot(optimizer, vs) == before
+    optimizer.apply(good, vs)  # and the optimizer still steps
+    assert snapshot(optimizer, vs) != before
+
+
+@pytest.mark.parametrize("dtype", ["int32", "complex64"])
+def test_a_variable_that_is_not_floating_point_is_refused(dtype):
+    """Rows 19 and 20: one message naming the variable and its dtype, before anything is built."""
+    vs = variables(("float32", dtype, "float32"))
+    optimizer = LARS(0.1, momentum=0.9)
+    with pytest.raises(lars.ShapeError, match=rf"'layer1/kernel' has dtype {dtype}: .*floating-point"):
+        optimizer.apply(grads(vs), vs)
+    assert not optimizer.built and [keras.ops.convert_to_numpy(v).tolist() for v in vs] == \
+        [keras.ops.convert_to_numpy(v).tolist() for v in variables(("float32", dtype, "float32"))]
+
+
+def test_import_state_refuses_what_is_not_a_state():
+    optimizer, vs = trained()
+    before = snapshot(optimizer, vs)
+    with pytest.raises(lars.StateError, match=r"expected a lars\.State, got None"):
+        optimizer.import_state(None)
+    assert snapshot(optimizer, vs) == before
+
+
+@pytest.mark.parametrize("last_lr", [math.nan, math.inf, -0.1, "0.1"])
+def test_import_state_refuses_a_last_lr_that_is_not_a_rate(last_lr):
+    optimizer, vs = trained()
+    before, state = snapshot(optimizer, vs), optimizer.export_state()
+    with pytest.raises(lars.StateError, match=LAST_LR):
+        optimizer.import_state(lars.State(state.step, last_lr, state.momentum_buffers))
+    assert snapshot(optimizer, vs) == before
+
+
+def test_import_and_load_of_a_string_buffer_change_nothing(tmp_path):
+    """Row 16: the first buffers are not assigned before the last one turns out not to be numbers."""
+    optimizer, vs = trained()
+    before, state = snapshot(optimizer, vs), optimizer.export_state()
+    buffers = dict(state.momentum_buffers)
+    buffers["layer2/kernel"] = np.array(["a", "b"])
+    bad = lars.State(5, 0.3, buffers)
+    with pytest.raises(lars.StateError, match=r"'layer2/kernel' has dtype <U1: expected floating-point"):
+        optimizer.import_state(bad)
+    assert snapshot(optimizer, vs) == before
+    lars.save_state(tmp_path / "bad.npz", bad, optimizer.hyperparameters.to_dict())
+    with pytest.raises(lars.StateError, match="layer2/kernel"):
+        optimizer.load(tmp_path / "bad.npz")
+    assert snapshot(optimizer, vs) == before
