@@ -16,6 +16,7 @@ import mxnet as mx
 import numpy as np
 from mxnet import nd
 
+from lars.backends._checks import check_floating, check_gradient, checked_state
 from lars.backends.mxnet import _compat
 from lars.backends.mxnet.kernels import HostOps, Kernels, Lazy
 from lars.core.config import Config, as_config
@@ -142,19 +143,29 @@ class OneLARS(_compat.Optimizer):
         indices, weights, grads, states = ([x] if one else list(x) for x in (index, weight, grad, state))
         if any(g.stype != "default" for g in grads):
             raise RuntimeError("OneLARS does not support sparse gradients: use dense ones")
-        for i, w, s in zip(indices, weights, states, strict=True):  # before anything changes
+        for i, w, g, s in zip(indices, weights, grads, states, strict=True):  # before anything changes
+            name = self.name_of(i) or str(i)
+            check_floating(f"parameter {name!r}", np.dtype(w.dtype).name)
+            check_gradient(name, g.shape, np.dtype(g.dtype).name, w.shape, np.dtype(w.dtype).name)
             for x in s if isinstance(s, tuple) else (s,):
                 if x is not None and x.shape != w.shape:
                     raise StateError(f"the optimizer state of parameter {self.name_of(i) or i!r} has shape "
                                      f"{x.shape}, but the parameter has shape {w.shape}: states saved for "
                                      "another network?")
+        counts = self.counts()
+        begins = self.count(indices)  # first: the scheduler reads the count
+        try:
+            lrs, wds = self.lrs_and_wds(indices)
+            for lr in set(lrs):  # a scheduler's or an lr_mult's, validated before anything changes
+                self._hp.with_lr(lr)
+            plans = [self._plan(*x) for x in zip(indices, weights, wds, strict=True)]
+            rule = Rule(self.hyperparameters, plans)
+        except Exception:
+            self.restore_counts(counts)  # a refused update is not counted: the next call asks again
+            raise
         book = self.books.setdefault(weights[0].context.device_id, Books())
-        if self.count(indices):  # first: the scheduler reads the count
+        if begins:
             book.position = 0
-        lrs, wds = self.lrs_and_wds(indices)
-        for lr in set(lrs):  # a scheduler's or an lr_mult's, validated before anything changes
-            self._hp.with_lr(lr)
-        rule = Rule(self.hyperparameters, [self._plan(*x) for x in zip(indices, weights, wds, strict=True)])
         ops = HostOps(np.float64 if weights[0].dtype == np.float64 else np.float32)
         moms = [s[1] if isinstance(s, tuple) else s for s in states]
         masters = [_view(s[0]) for s in states] if isinstance(states[0], tuple) else None  # of float16
@@ -206,15 +217,19 @@ def import_state(state: State, target: Any, names: Mapping[int, str] | None = No
     over OneLARS (`names`, `weights`: index -> name, weight NDArray). Names and shapes are checked
     (`State.check_fits`) before anything changes; then the Updaters get the buffers and the
     optimizer the step counts and last lr, so the next update continues the saved run."""
-    targets, buffers = _compat.updaters(target, names, weights), state.momentum_buffers
-    for _, known, arrays in targets:
-        state.check_fits({known[i]: tuple(w.shape) for i, w in arrays.items()})
+    targets, buffers = _compat.updaters(target, names, weights), {}
+    for _, known, arrays in targets:  # the state checked completely, every context's new state made,
+        buffers = checked_state(state, {known[i]: tuple(w.shape) for i, w in arrays.items()})
+    made = []  # before the first change: imported whole or not at all
     for updater, known, arrays in targets:
         optimizer, _ = _compat.held(updater)
         fresh = {i: optimizer.create_state_multi_precision(i, w) for i, w in arrays.items()}
         for i, s in fresh.items():
             if (mom := s[1] if isinstance(s, tuple) else s) is not None and known[i] in buffers:
-                mom[:] = nd.array(-np.asarray(buffers[known[i]]), ctx=mom.context, dtype=mom.dtype)
+                mom[:] = nd.array(-buffers[known[i]], ctx=mom.context, dtype=mom.dtype)
+        made.append(fresh)
+    for (updater, known, arrays), fresh in zip(targets, made, strict=True):
+        optimizer, _ = _compat.held(updater)
         _compat.set_states(updater, fresh)
         device = next(iter(arrays.values())).context.device_id
         optimizer.books[device] = Books(  # stepped: a tensor with a buffer, or any if none has one

@@ -22,6 +22,17 @@ class Optimizer(mx.optimizer.Optimizer):
         self._update_count(list(indices))
         return bool(max(counts.values()) > before)
 
+    def counts(self) -> tuple[dict[int, int], int]:
+        """The current device's counts, which `restore_counts` puts back."""
+        return dict(self._index_update_count), self.num_update
+
+    def restore_counts(self, counts: tuple[dict[int, int], int]) -> None:
+        # mxnet 1.9.1: `_index_update_count` is the current device's dict of `_all_index_update_counts`
+        # (see `set_counts`): changed in place.
+        self._index_update_count.clear()
+        self._index_update_count.update(counts[0])
+        self.num_update = counts[1]
+
     def lrs_and_wds(self, indices: Sequence[int]) -> tuple[list[float], list[float]]:
         # mxnet 1.9.1: `_get_lrs` (the scheduler at `num_update`, lr_mult), `_get_wds` (wd_mult).
         return list(self._get_lrs(list(indices))), list(self._get_wds(list(indices)))
