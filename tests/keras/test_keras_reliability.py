@@ -130,3 +130,26 @@ def test_import_and_load_of_a_string_buffer_change_nothing(tmp_path):
     with pytest.raises(lars.StateError, match="layer2/kernel"):
         optimizer.load(tmp_path / "bad.npz")
     assert snapshot(optimizer, vs) == before
+
+
+def test_a_bad_gradient_is_refused_inside_a_traced_step():
+    """Keras traces its train step (tf.function, jax.jit): the check reads static shapes, so the
+    trace fails with the same message and nothing runs. (TF's AutoGraph re-raises an exception
+    whose class has its own `__init__`, as the core's have, as its StagingError, message kept.)"""
+    optimizer, vs = trained()
+    before = snapshot(optimizer, vs)
+    bad = [*grads(vs)[:-1], keras.ops.ones((3,))]
+    message = r"ShapeError: the gradient of 'layer2/kernel' has shape \(3,\)"
+    if keras.backend.backend() == "jax":
+        import jax
+
+        with pytest.raises(lars.ShapeError, match=message.removeprefix("ShapeError: ")):
+            jax.jit(optimizer.stateless_apply)([v.value for v in optimizer.variables], bad,
+                                               [v.value for v in vs])
+    else:
+        import tensorflow as tf
+
+        with pytest.raises(Exception, match=message) as caught:
+            tf.function(lambda: optimizer.apply(bad, vs))()
+        assert type(caught.value).__name__ in ("ShapeError", "StagingError")
+    assert snapshot(optimizer, vs) == before
