@@ -38,6 +38,18 @@ def test_counts_are_set_in_place() -> None:
     assert optimizer.count([0]) is True and optimizer.num_update == 8
 
 
+def test_counts_are_taken_back_in_place() -> None:
+    """`restore_counts` undoes `count` on the current device's dict, the one MXNet keeps."""
+    optimizer = OneLARS(flavor="paper", learning_rate=0.1)
+    optimizer.set_counts(0, 3, [0, 1])
+    current, before = optimizer._index_update_count, optimizer.counts()
+    optimizer.count([0, 1, 2])
+    assert optimizer.num_update == 4 and current == {0: 4, 1: 4, 2: 1}  # 2 counts from begin_num_update
+    optimizer.restore_counts(before)
+    assert optimizer._index_update_count is current is optimizer._all_index_update_counts[0]
+    assert current == {0: 3, 1: 3} and optimizer.num_update == 3
+
+
 def test_lrs_and_wds_apply_the_scheduler_and_multipliers() -> None:
     """`_get_lrs`/`_get_wds`: the scheduler at `num_update`, Gluon's `lr_mult` and `wd_mult`."""
     params = {0: gluon.Parameter("a_weight", shape=(2,), lr_mult=0.5, wd_mult=2.0),

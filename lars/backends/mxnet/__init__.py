@@ -214,13 +214,14 @@ def export_state(source: Any, names: Mapping[int, str] | None = None) -> State:
 def import_state(state: State, target: Any, names: Mapping[int, str] | None = None,
                  weights: Mapping[int, Any] | None = None) -> None:
     """Loads the core's neutral state into a `gluon.Trainer` (every context), or an MXNet `Updater`
-    over OneLARS (`names`, `weights`: index -> name, weight NDArray). Names and shapes are checked
-    (`State.check_fits`) before anything changes; then the Updaters get the buffers and the
-    optimizer the step counts and last lr, so the next update continues the saved run."""
+    over OneLARS (`names`, `weights`: index -> name, weight NDArray). The state is checked
+    completely (names, shapes, step, last lr, buffer dtypes) and every context's new state made
+    before anything changes; then the Updaters get the buffers and the optimizer the step counts
+    and last lr, so the next update continues the saved run."""
     targets, buffers = _compat.updaters(target, names, weights), {}
-    for _, known, arrays in targets:  # the state checked completely, every context's new state made,
+    for _, known, arrays in targets:
         buffers = checked_state(state, {known[i]: tuple(w.shape) for i, w in arrays.items()})
-    made = []  # before the first change: imported whole or not at all
+    made = []
     for updater, known, arrays in targets:
         optimizer, _ = _compat.held(updater)
         fresh = {i: optimizer.create_state_multi_precision(i, w) for i, w in arrays.items()}
