@@ -153,3 +153,8 @@ def test_a_bad_gradient_is_refused_inside_a_traced_step():
             tf.function(lambda: optimizer.apply(bad, vs))()
         assert type(caught.value).__name__ in ("ShapeError", "StagingError")
     assert snapshot(optimizer, vs) == before
+
+
+def test_import_state_before_build_says_to_build_first():
+    with pytest.raises(lars.StateError, match=r"build it first"):
+        LARS(0.1, momentum=0.9).import_state(lars.State())

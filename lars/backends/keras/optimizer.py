@@ -218,7 +218,7 @@ class LARS(_compat.Hooks, keras.optimizers.Optimizer):
     def import_state(self, state: State) -> None:
         """Replaces the state by a neutral one, checked completely (names, shapes, dtypes, step and
         last lr) and converted before the first change: it is imported whole or not at all."""
-        buffers = checked_state(state, {str(t.name): t.shape for t in self._plans})
+        buffers = checked_state(state, self._shapes())
         if buffers and not self.momentums:
             raise StateError("the state has momentum buffers but this optimizer has no momentum")
         values = [ops.zeros_like(n) if (v := buffers.get(str(t.name))) is None
@@ -235,10 +235,14 @@ class LARS(_compat.Hooks, keras.optimizers.Optimizer):
 
     def load(self, path: str | os.PathLike[str]) -> None:
         """Reads a neutral state file, checked against the built variables, and imports it."""
+        self.import_state(load_state(path, self._shapes()).state)
+
+    def _shapes(self) -> dict[str, tuple[int, ...]]:
+        """The variables' shapes by path, which a state must fit."""
         if not self.built:
             raise StateError("the optimizer has no variables yet: build it first "
                              "(optimizer.build(model.trainable_variables))")
-        self.import_state(load_state(path, {str(t.name): t.shape for t in self._plans}).state)
+        return {str(t.name): t.shape for t in self._plans}
 
     def get_config(self) -> dict[str, Any]:
         hp = self.hyperparameters
