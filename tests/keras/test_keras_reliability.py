@@ -158,3 +158,27 @@ def test_a_bad_gradient_is_refused_inside_a_traced_step():
 def test_import_state_before_build_says_to_build_first():
     with pytest.raises(lars.StateError, match=r"build it first"):
         LARS(0.1, momentum=0.9).import_state(lars.State())
+
+
+@pytest.mark.parametrize("bad", [np.float32(np.nan), -1.0, math.inf, "0.1", [0.1], True], ids=repr)
+def test_setting_learning_rate_is_validated_like_set_lr(bad):
+    """Keras's own setter (which its LearningRateScheduler and ReduceLROnPlateau callbacks use)
+    goes through the core's validation too, and keeps the hyperparameters' lr in step."""
+    optimizer, vs = trained()
+    before = snapshot(optimizer, vs)
+    with pytest.raises(lars.HyperparameterError) as caught:
+        optimizer.learning_rate = bad
+    assert str(caught.value) == core_error(lr=bad)
+    assert snapshot(optimizer, vs) == before
+    optimizer.learning_rate = np.float32(0.25)
+    assert optimizer.hyperparameters.lr == 0.25 and float(optimizer.learning_rate) == 0.25
+    optimizer.learning_rate = keras.ops.convert_to_tensor(0.5)  # a scalar tensor is a rate
+    assert optimizer.hyperparameters.lr == 0.5 and float(optimizer.learning_rate) == 0.5
+
+
+def test_a_schedules_optimizer_refuses_a_rate_and_keeps_its_hyperparameters():
+    optimizer = LARS(keras.optimizers.schedules.ExponentialDecay(0.1, decay_steps=10, decay_rate=0.5))
+    hp = optimizer.hyperparameters
+    with pytest.raises(TypeError, match="not settable"):
+        optimizer.learning_rate = 0.3
+    assert optimizer.hyperparameters == hp

@@ -92,8 +92,7 @@ class LARS(_compat.Hooks, keras.optimizers.Optimizer):
     def __init__(self, learning_rate: Any = None, flavor: str | None = None, name: str = "lars",
                  hyperparameters: Hyperparams | None = None, **kwargs: Any) -> None:
         keras_kwargs = {k: kwargs.pop(k) for k in KERAS_ARGUMENTS if k in kwargs}
-        schedule = isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule) or callable(
-            learning_rate)
+        schedule = _is_schedule(learning_rate)
         if learning_rate is not None and not schedule:
             kwargs["lr"] = learning_rate  # any other value is a rate, which the core judges (not Keras)
         elif schedule and hyperparameters is None:
@@ -130,8 +129,24 @@ class LARS(_compat.Hooks, keras.optimizers.Optimizer):
 
     def set_lr(self, learning_rate: float) -> None:
         """Sets a constant learning rate, validated like any hyperparameter."""
-        self.hyperparameters = self.hyperparameters.with_lr(learning_rate)
-        self.learning_rate = self.hyperparameters.lr
+        self.learning_rate = learning_rate
+
+    @property
+    def learning_rate(self) -> Any:
+        return self._get_current_learning_rate()  # keras 3.15.1's getter
+
+    @learning_rate.setter
+    def learning_rate(self, learning_rate: Any) -> None:
+        """Keras's setter (its LearningRateScheduler and ReduceLROnPlateau callbacks use it); a rate
+        that is not a schedule is validated like any hyperparameter first, and kept in them."""
+        if _is_schedule(learning_rate):
+            keras.optimizers.Optimizer.learning_rate.fset(self, learning_rate)
+            return
+        if ops.is_tensor(learning_rate) and len(learning_rate.shape) == 0:
+            learning_rate = ops.convert_to_numpy(learning_rate).item()  # a scalar tensor is a number
+        hp = self.hyperparameters.with_lr(learning_rate)
+        keras.optimizers.Optimizer.learning_rate.fset(self, hp.lr)  # which a schedule's optimizer refuses
+        self.hyperparameters = hp
 
     def exclude_from_weight_decay(self, var_list: Any = None, var_names: Any = None) -> None:
         """Keras's hook, as for AdamW: the variables of `var_list`, and those whose path one of the
@@ -261,6 +276,12 @@ class LARS(_compat.Hooks, keras.optimizers.Optimizer):
         hp = Hyperparams.from_dict({k: v for k, v in config.items() if k in fields})
         config = {k: v for k, v in config.items() if k not in fields} | {"hyperparameters": hp}
         return super().from_config(config, custom_objects)  # type: ignore[no-any-return]
+
+
+def _is_schedule(learning_rate: Any) -> bool:
+    """Whether Keras takes `learning_rate` as a schedule (else it is a rate, a number)."""
+    schedule = keras.optimizers.schedules.LearningRateSchedule
+    return isinstance(learning_rate, schedule) or callable(learning_rate)
 
 
 def _combine(*terms: tuple[Any, Any]) -> Any:
