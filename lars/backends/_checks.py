@@ -1,19 +1,17 @@
 """The checks an adapter makes before a step, an import or a load changes anything, with one
 message per kind of bad input in every adapter (the core's errors: `ShapeError` for a tensor that
-does not fit, `StateError` for a state). They take dtype names and shapes, so that a traced step
+does not fit, the core's `StateError` for a state). They take dtype names and shapes, so that a traced step
 (tf.function, jax.jit) checks static metadata only."""
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from lars.core.errors import ShapeError, StateError
-from lars.core.state import State
+from lars.core.errors import ShapeError
+from lars.core.state import check_state
 
 #: The dtypes a parameter, a gradient or a buffer may have: the step's norms and ratios are real.
 FLOATING = ("float16", "bfloat16", "float32", "float64")
@@ -43,17 +41,8 @@ def check_gradient(name: str, shape: Sequence[Any], dtype: str, parameter_shape:
 
 
 def checked_state(state: Any, shapes: Mapping[str, Sequence[int]]) -> dict[str, np.ndarray]:
-    """A state to import, checked completely (type, names, shapes, step, last lr, buffer dtypes):
-    its buffers as NumPy arrays, so that nothing can fail once the caller starts to write."""
-    if not isinstance(state, State):
-        raise StateError(f"expected a lars.State, got {state!r}")
-    state.check_fits(shapes)
-    last_lr: Any = state.last_lr  # typed float | None; a caller may hand over anything
-    if last_lr is not None and (isinstance(last_lr, bool) or not isinstance(last_lr, numbers.Real)
-                                or not math.isfinite(last_lr) or last_lr < 0):
-        raise StateError(f"state last_lr={last_lr!r} is invalid: expected None or a finite number >= 0")
-    buffers = {name: np.asarray(b) for name, b in state.momentum_buffers.items()}
-    for name, b in buffers.items():
-        if b.dtype.kind != "f":
-            raise StateError(f"state buffer {name!r} has dtype {b.dtype}: expected floating-point numbers")
-    return buffers
+    """A state to import, checked completely by the core (`check_state`: type, step, last lr,
+    buffer names and dtypes; names and shapes against `shapes`): its buffers as NumPy arrays, so
+    that nothing can fail once the caller starts to write."""
+    check_state(state, shapes)
+    return {name: np.asarray(b) for name, b in state.momentum_buffers.items()}
