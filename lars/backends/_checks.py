@@ -1,7 +1,8 @@
 """The checks an adapter makes before a step, an import or a load changes anything, with one
-message per kind of bad input in every adapter (the core's errors: `ShapeError` for a tensor that
-does not fit, the core's `StateError` for a state). They take dtype names and shapes, so that a traced step
-(tf.function, jax.jit) checks static metadata only."""
+message per kind of bad input in every adapter (the core's errors: `DtypeError` for a tensor that
+is not floating-point, `ShapeError` for one that does not fit, `StateError` for a state). They
+take dtype names and shapes, so that a traced step (tf.function, jax.jit) checks static metadata
+only."""
 
 from __future__ import annotations
 
@@ -10,18 +11,18 @@ from typing import Any
 
 import numpy as np
 
-from lars.core.errors import ShapeError
+from lars.core.errors import ShapeError, not_floating
 from lars.core.state import check_state
 
 #: The dtypes a parameter, a gradient or a buffer may have: the step's norms and ratios are real.
 FLOATING = ("float16", "bfloat16", "float32", "float64")
 
 
-def check_floating(what: str, dtype: str) -> None:
-    """Raises `ShapeError` unless `dtype` (a name: "float32", "int32", ...) is floating-point."""
+def check_floating(kind: str, name: str, dtype: str) -> None:
+    """Raises the core's `DtypeError` (`not_floating`) unless `dtype` (a name: "float32", "int32",
+    ...) is floating-point."""
     if dtype not in FLOATING:
-        raise ShapeError(f"{what} has dtype {dtype}: expected a floating-point tensor "
-                         f"({', '.join(FLOATING)})")
+        raise not_floating(kind, name, dtype)
 
 
 def check_gradient(name: str, shape: Sequence[Any], dtype: str, parameter_shape: Sequence[Any],
@@ -29,7 +30,7 @@ def check_gradient(name: str, shape: Sequence[Any], dtype: str, parameter_shape:
     """Raises `ShapeError` unless the gradient of parameter `name` is floating-point (of the
     parameter's dtype if given: a kernel that needs it) and of its shape (a dimension unknown
     while tracing, None, is left to the kernel)."""
-    check_floating(f"the gradient of {name!r}", dtype)
+    check_floating("gradient", name, dtype)
     if parameter_dtype is not None and dtype != parameter_dtype:
         raise ShapeError(f"the gradient of {name!r} has dtype {dtype}, but the parameter has dtype "
                          f"{parameter_dtype}: expected a gradient of the parameter's dtype")

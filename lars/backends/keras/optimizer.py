@@ -117,7 +117,7 @@ class LARS(_compat.Hooks, keras.optimizers.Optimizer):
         if self.built:
             return
         for v in variables:  # before anything is built: the step's norms and ratios are real
-            check_floating(f"parameter {str(v.path)!r}", keras.backend.standardize_dtype(v.dtype))
+            check_floating("parameter", str(v.path), keras.backend.standardize_dtype(v.dtype))
         super().build(variables)
         self._plans = plan(self.hyperparameters, [(v.path, tuple(v.shape)) for v in variables])
         self.momentums = [self.add_variable_from_reference(v, name="momentum") for v in variables

@@ -145,7 +145,7 @@ class OneLARS(_compat.Optimizer):
             raise RuntimeError("OneLARS does not support sparse gradients: use dense ones")
         for i, w, g, s in zip(indices, weights, grads, states, strict=True):  # before anything changes
             name = self.name_of(i) or str(i)
-            check_floating(f"parameter {name!r}", np.dtype(w.dtype).name)
+            check_floating("parameter", name, np.dtype(w.dtype).name)
             check_gradient(name, g.shape, np.dtype(g.dtype).name, w.shape, np.dtype(w.dtype).name)
             for x in s if isinstance(s, tuple) else (s,):
                 if x is not None and x.shape != w.shape:
