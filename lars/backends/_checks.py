@@ -32,12 +32,12 @@ def check_gradient(name: str, shape: Sequence[Any], dtype: str, parameter_shape:
     while tracing, None, is left to the kernel)."""
     check_floating("gradient", name, dtype)
     if parameter_dtype is not None and dtype != parameter_dtype:
-        raise ShapeError(f"the gradient of {name!r} has dtype {dtype}, but the parameter has dtype "
+        raise ShapeError(f"gradient {name!r} has dtype {dtype}, but the parameter has dtype "
                          f"{parameter_dtype}: expected a gradient of the parameter's dtype")
     shape, parameter_shape = tuple(shape), tuple(parameter_shape)
     if len(shape) != len(parameter_shape) or any(
             a is not None and b is not None and a != b for a, b in zip(shape, parameter_shape, strict=True)):
-        raise ShapeError(f"the gradient of {name!r} has shape {shape}, but the parameter has shape "
+        raise ShapeError(f"gradient {name!r} has shape {shape}, but the parameter has shape "
                          f"{parameter_shape}")
 
 
