@@ -15,9 +15,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from lars.backends._checks import check_floating, check_gradient, checked_state
 from lars.backends.keras import _compat
 from lars.core import schedules as core_schedules
+from lars.core.checks import check_floating, check_gradient, checked_state
 from lars.core.config import Config, as_config
 from lars.core.errors import StateError
 from lars.core.flavors import resolve

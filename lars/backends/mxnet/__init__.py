@@ -16,9 +16,9 @@ import mxnet as mx
 import numpy as np
 from mxnet import nd
 
-from lars.backends._checks import check_floating, check_gradient, checked_state
 from lars.backends.mxnet import _compat
 from lars.backends.mxnet.kernels import HostOps, Kernels, Lazy
+from lars.core.checks import check_floating, check_gradient, checked_state
 from lars.core.config import Config, as_config
 from lars.core.errors import HyperparameterError, StateError
 from lars.core.flavors import resolve
