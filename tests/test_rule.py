@@ -22,8 +22,8 @@ W_NORM, G_NORM, LR, WD, ETA = 2.0, 0.5, 0.1, 1e-4, 1e-3
 
 def one_tensor(hp: Hyperparams, **kwargs):  # type: ignore[no-untyped-def]
     rule = Rule(hp, plan(hp, [("w", (3,))]))
-    sums = {"w": W_NORM**2, "g": G_NORM**2, "u": 0.3**2}
-    return rule, rule.coefficients(Ops(), [np.array([sums[n]]) for n in rule.norm_names], LR, **kwargs)
+    norms = {"w": W_NORM, "g": G_NORM, "u": 0.3}
+    return rule, rule.coefficients(Ops(), [np.array([norms[n]]) for n in rule.norm_names], LR, **kwargs)
 
 
 def test_heavy_ball_coefficients_are_the_papers():
@@ -64,7 +64,7 @@ def test_combined_ratio_uses_the_norm_of_the_decayed_gradient_and_guards_on_it()
 def test_larc_clip_and_dropped_weight_decay_on_the_fallback():
     hp = hyperparams("larc", lr=LR, weight_decay=WD)
     rule = Rule(hp, plan(hp, [("w", (3,)), ("zero_grad", (3,))]))
-    c = rule.coefficients(Ops(), [np.array([4.0, 4.0]), np.array([0.25, 0.0])], LR)
+    c = rule.coefficients(Ops(), [np.array([2.0, 2.0]), np.array([0.5, 0.0])], LR)
     r = 0.02 * W_NORM / (G_NORM + WD * W_NORM + 1e-8)
     np.testing.assert_allclose(c.trust_ratio, [min(r / LR, 1.0), 1.0], rtol=1e-15)
     np.testing.assert_array_equal(c.decay, [WD, 0.0])  # LARC drops weight decay on the fallback
@@ -73,10 +73,10 @@ def test_larc_clip_and_dropped_weight_decay_on_the_fallback():
 def test_momentum_correction_reaches_the_first_tensors_of_a_step():
     hp = hyperparams("mxnet", lr=LR, momentum=0.9, momentum_correction_tensors=2)
     rule = Rule(hp, plan(hp, [(f"t{i}_weight", (3,)) for i in range(3)]))
-    sums = [np.full(3, 4.0), np.full(3, 0.25)]
-    c = rule.coefficients(Ops(), sums, 0.05, last_lr=0.1, first=False, position=1)
+    norms = [np.full(3, 2.0), np.full(3, 0.5)]
+    c = rule.coefficients(Ops(), norms, 0.05, last_lr=0.1, first=False, position=1)
     np.testing.assert_allclose(c.momentum, [0.45, 0.9, 0.9], rtol=1e-15)  # positions 1, 2, 3
-    assert rule.coefficients(Ops(), sums, 0.05, last_lr=None, first=True).momentum == 0.9
+    assert rule.coefficients(Ops(), norms, 0.05, last_lr=None, first=True).momentum == 0.9
     assert not rule.constant_momentum
 
 
@@ -84,14 +84,14 @@ def test_the_update_denominator_takes_two_phases():
     hp = hyperparams("paper", lr=LR, trust_denominator="update", momentum_style="ratio_outside")
     rule, c = one_tensor(hp)
     assert rule.two_phase and rule.norm_names == () and c.pending
-    done = rule.finish(Ops(), c, [np.array([4.0]), np.array([0.25])], LR)
+    done = rule.finish(Ops(), c, [np.array([2.0]), np.array([0.5])], LR)
     assert done.trust_ratio[0] == pytest.approx(ETA * W_NORM / G_NORM, rel=1e-15)
     assert done.step[0] == pytest.approx(LR * ETA * W_NORM / G_NORM, rel=1e-15)
 
 
 def test_global_clip_factor():
     rule = Rule(hyperparams("paper", lr=LR, grad_clip_norm=2.0), [])
-    assert rule.clip_factor(Ops(), np.float64(16.0)) == 0.5
+    assert rule.clip_factor(Ops(), np.float64(4.0)) == 0.5
     assert rule.clip_factor(Ops(), np.float64(1.0)) == 1.0
     with pytest.raises(HyperparameterError, match="grad_clip_norm"):
         refuse_partial_steps(rule.hp, "one call sees some of the gradients")
@@ -134,3 +134,46 @@ def test_a_schedule_on_an_array_of_steps_is_its_python_values(schedule):
     steps = np.arange(0, 120)
     np.testing.assert_allclose(schedule.value(steps, Ops()), [schedule(int(t)) for t in steps],
                                rtol=1e-15, atol=0)
+
+
+class Float32Sums:
+    """A backend whose sums of squares are float32 sums of float32 squares, as fast kernels take them."""
+
+    def sums_of_squares(self, requests):  # type: ignore[no-untyped-def]
+        out = []
+        for _, rs in requests:
+            row = []
+            for r in rs:
+                v = np.zeros(r.size, np.float32)
+                for i in r.only:
+                    x = sum(np.float32(1.0 if c is None else np.asarray(c).reshape(-1)[i]
+                                       if np.ndim(c) else c) * t[i] for c, t in r.terms)
+                    with np.errstate(over="ignore", under="ignore"):
+                        v[i] = np.sum(np.square(x.astype(np.float32)), dtype=np.float32)
+                row.append(v)
+            out.append(row)
+        return out
+
+
+@pytest.mark.parametrize("scale", [1e30, 1e20, 1e-20, 1e-30, 1e-37, 0.0])
+def test_float32_norms_out_of_range_are_taken_again_scaled(scale):  # type: ignore[no-untyped-def]
+    from lars.core.rule import Request
+    from lars.core.step import Batch, take_norms
+
+    x = (np.linspace(0.5, 1.5, 300) * scale).astype(np.float32)
+    plain = np.ones(3, np.float32)
+    hp = hyperparams("paper", lr=LR)
+    rule = Rule(hp, plan(hp, [("a", (3,)), ("x", (300,))]))
+    batch = Batch(rule, Ops(np.float32), [plain, x], [plain, x], [None, None], LR)
+    (norms,) = take_norms([(batch, [Request(((None, [plain, x]),), (0, 1), 2)])], Float32Sums())[0]
+    expected = np.linalg.norm(x.astype(np.float64))  # the reference's float64 sum
+    assert norms[1] == pytest.approx(expected, rel=1e-6, abs=0.0)
+    assert norms[0] == pytest.approx(np.sqrt(3.0), rel=1e-7)
+
+
+def test_the_global_norm_of_float32_norms_does_not_overflow():
+    from lars.core.step import global_norm
+
+    norms = [np.array([3e30, 0.0], np.float32), np.array([4e30], np.float32)]
+    assert global_norm(Ops(np.float32), norms) == pytest.approx(5e30, rel=1e-7)
+    assert global_norm(Ops(np.float32), [np.zeros(2, np.float32)]) == 0.0

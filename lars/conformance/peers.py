@@ -77,6 +77,9 @@ class _Peer:
     dtypes: tuple[str, ...] = ("float64", "float32")
     #: Only the parameters: a peer's trust ratios are internal, its buffers in its own convention.
     compares: tuple[str, ...] = ("params",)
+    #: Not held to lars's edge cases (`Case.edge`) in float32: no peer takes its float32 norms
+    #: out of range again.
+    edges = False
 
     @property
     def refuses(self) -> Mapping[str, str]:

@@ -76,11 +76,14 @@ def at(x: Any, i: int) -> Any:
 class Request:
     """Sums of squares a step needs: `||Σ_k c_k·T_k||²` of each tensor in `only` (zero for the
     others, up to `size`), for terms `(c_k, T_k)`; `c_k` is None (one), a number, or one value
-    per tensor."""
+    per tensor. `scaled`: the coefficients hold a power of two that brings a sum out of float32's
+    range back into it (`lars.core.step.take_norms`), so they must multiply the tensors before
+    the squares are taken, not the sum after."""
 
     terms: tuple[tuple[Any, Sequence[Any]], ...]
     only: tuple[int, ...]
     size: int
+    scaled: bool = False
 
 
 @dataclass(frozen=True)
@@ -157,12 +160,11 @@ class Rule:
         scale = None if self.gradient_clip is not None else self.gradient_sign_scale
         return [Request(((scale, prepared),), tuple(range(self.size)), self.size)]
 
-    def clip_factor(self, ops: Ops, total: Any) -> Any:
-        """`gamma = c/||G||` where the global norm `||G|| = sqrt(total)` exceeds `c`, else 1."""
+    def clip_factor(self, ops: Ops, norm: Any) -> Any:
+        """`gamma = c/||G||` where the global norm `||G||` exceeds `c`, else 1."""
         c = self.hp.grad_clip_norm
         if c is None:
             return 1.0
-        norm = ops.sqrt(total)
         return ops.where(norm > c, c / ops.where(norm > c, norm, 1.0), 1.0)
 
     def grad_scale(self, gamma: Any = 1.0) -> Any:
@@ -196,10 +198,10 @@ class Rule:
         return [Request(_terms((None, weights)), only, self.size), Request(direction, only, self.size)]
 
     # Coefficients ------------------------------------------------------------------------------
-    def coefficients(self, ops: Ops, sums: Sequence[Any], lr: Any, *, gamma: Any = 1.0,
+    def coefficients(self, ops: Ops, norms: Sequence[Any], lr: Any, *, gamma: Any = 1.0,
                      last_lr: Any = None, first: Any = False, position: int | Sequence[int] = 0,
                      numbers: Mapping[str, Any] | None = None) -> Coefficients:
-        """The step's coefficients from the sums of `norm_requests` (in `ops`' dtype).
+        """The step's coefficients from the norms of `norm_requests` (in `ops`' dtype).
 
         Args:
           lr: this step's learning rate (a number, or an array of the step).
@@ -217,12 +219,12 @@ class Rule:
         decay = self._decays(ops, numbers)
         ratio: Any = 1.0
         if self.norm_names:
-            norms = {name: ops.sqrt(x) for name, x in zip(self.norm_names, sums, strict=True)}
-            w_norm, g_norm = norms["w"], norms.get("g")
+            named = dict(zip(self.norm_names, norms, strict=True))
+            w_norm, g_norm = named["w"], named.get("g")
             if hp.trust_denominator == "split":
                 denominator = g_norm + decay * w_norm
             else:
-                denominator = norms["u"] if hp.trust_denominator == "combined" else g_norm
+                denominator = named["u"] if hp.trust_denominator == "combined" else g_norm
             guard = g_norm if hp.zero_norm_rule == "weight_and_grad" else denominator
             ratio, valid = self._ratio(ops, w_norm, denominator, guard, lr, number)
             ratio = ops.where(self._adapt(ops, numbers, decay), ratio, 1.0)
@@ -247,11 +249,11 @@ class Rule:
             ratio = ops.vector([1.0] * self.size)
         return Coefficients(self.grad_scale(gamma), decay, momentum, increment, step, ratio, self.lookahead)
 
-    def finish(self, ops: Ops, coefficients: Coefficients, sums: Sequence[Any], lr: Any,
+    def finish(self, ops: Ops, coefficients: Coefficients, norms: Sequence[Any], lr: Any,
                numbers: Mapping[str, Any] | None = None) -> Coefficients:
-        """The step of a ratio from the momentum output, from the sums of `direction_requests`."""
+        """The step of a ratio from the momentum output, from the norms of `direction_requests`."""
         lr = ops.scalar(lr)
-        w_norm, d_norm = (ops.sqrt(x) for x in sums)
+        w_norm, d_norm = norms
         ratio, _ = self._ratio(ops, w_norm, d_norm, d_norm, lr, self._numbers(ops, numbers))
         ratio = ops.where(self._adapt(ops, numbers, self._decays(ops, numbers)), ratio, 1.0)
         return replace(coefficients, step=lr * ratio, trust_ratio=ratio)

@@ -69,15 +69,14 @@ def step(batches: Sequence[Batch], backend: Backend) -> None:
     gamma: Any = 1.0
     clipping = [(b, r) for b in batches if (r := b.rule.clip_requests(b.prepared))]
     if clipping:  # over every batch of the step, in the first one's dtype
-        first, sums = clipping[0][0], backend.sums_of_squares(clipping)
-        totals = [first.ops.scalar(b.ops.total(x))
-                  for (b, _), xs in zip(clipping, sums, strict=True) for x in xs]
-        gamma = first.rule.clip_factor(first.ops, sum(totals[1:], totals[0]))
-    norms = backend.sums_of_squares(
+        first = clipping[0][0]
+        found = [first.ops.scalar(x) for xs in take_norms(clipping, backend) for x in xs]
+        gamma = first.rule.clip_factor(first.ops, global_norm(first.ops, found))
+    norms = take_norms(
         [(b, b.rule.norm_requests(b.weights, b.grads, b.prepared, b.ops.scalar(gamma), b.numbers))
-         for b in batches])
-    for b, sums in zip(batches, norms, strict=True):
-        b.coefficients = b.rule.coefficients(b.ops, sums, b.lr, gamma=b.ops.scalar(gamma), last_lr=b.last_lr,
+         for b in batches], backend)
+    for b, found in zip(batches, norms, strict=True):
+        b.coefficients = b.rule.coefficients(b.ops, found, b.lr, gamma=b.ops.scalar(gamma), last_lr=b.last_lr,
                                              first=b.first, position=b.position, numbers=b.numbers)
         if check := getattr(backend, "check", None):
             check(b, b.coefficients)
@@ -86,13 +85,77 @@ def step(batches: Sequence[Batch], backend: Backend) -> None:
         assert c is not None
         if c.pending:
             backend.update(b, c, weights=False)
-            (direction,) = backend.sums_of_squares(
-                [(b, b.rule.direction_requests(b.weights, b.prepared, b.buffers, c))])
+            (direction,) = take_norms(
+                [(b, b.rule.direction_requests(b.weights, b.prepared, b.buffers, c))], backend)
             c = b.rule.finish(b.ops, c, direction, b.lr, b.numbers)
             backend.update(b, c, buffers=False)
         else:
             backend.update(b, c)
         b.coefficients = c
+
+
+#: A float32 sum of squares `S` is exact to a few roundings where `2^-60 <= S < inf`: below, the
+#: squares of elements under 2^-63 are subnormal or zero; above, the sum overflowed while the norm
+#: may not (float32 norms reach 2^128). Out of range, the sum is taken again of the tensor scaled
+#: by a power of two (exact) that brings it into range, as the reference's float64 sums are:
+#: `S = inf` -> 2^-66 (the true sum is at most 2^256), `S < 2^-120` (zero included: every element
+#: under 2^-75) -> 2^100, `S < 2^-60` -> 2^60; the scaled sum then lies in [2^-4, 2^124].
+LOW, VERY_LOW, DOWN, UP, FAR_UP = 2.0**-60, 2.0**-120, 2.0**-66, 2.0**60, 2.0**100
+
+
+def take_norms(requests: Sequence[tuple[Batch, Sequence[Request]]], backend: Backend) -> list[list[Any]]:
+    """Each batch's norm vectors for its requests: the square roots of the backend's sums of
+    squares, those out of float32's range (`LOW`) taken again, scaled. A wide (float64) batch is
+    taken once, as the reference takes its float64 norms. A host backend takes again only the
+    tensors out of range; a traced one (`Ops.flagged` None) all of the batch's, in a branch
+    (`Ops.cond`) that runs only when one is."""
+    return [in_range(b, rs, sums, backend)
+            for (b, rs), sums in zip(requests, backend.sums_of_squares(requests), strict=True)]
+
+
+def in_range(b: Batch, requests: Sequence[Request], sums: Sequence[Any], backend: Backend) -> list[Any]:
+    """One batch's norms from its sums of squares (see `take_norms`)."""
+    ops = b.ops
+    fast = [ops.sqrt(s) for s in sums]
+    if ops.wide or not requests:
+        return fast
+    scales = [ops.where(s == float("inf"), DOWN, ops.where(s < VERY_LOW, FAR_UP, ops.where(s < LOW, UP, 1.0)))
+              for s in sums]
+    flags = [s != 1.0 for s in scales]
+
+    def again(only: Sequence[tuple[int, ...]]) -> list[Any]:
+        ks = [k for k, o in enumerate(only) if o]
+        taken = [scaled(ops, requests[k], scales[k], only[k]) for k in ks]
+        out = list(fast)
+        for k, x in zip(ks, backend.sums_of_squares([(b, taken)])[0], strict=True):
+            out[k] = ops.where(flags[k], ops.sqrt(x) / scales[k], fast[k])
+        return out
+
+    found = [ops.flagged(f) for f in flags]
+    if any(f is None for f in found):  # traced: one branch for the batch
+        count = sum(ops.total(ops.where(f, 1.0, 0.0)) for f in flags)
+        return ops.cond(count > 0, lambda: again([r.only for r in requests]), lambda: fast)  # type: ignore[no-any-return]
+    if not any(found):
+        return fast
+    return again([tuple(i for i in r.only if i in f) for r, f in zip(requests, found, strict=True)])
+
+
+def scaled(ops: Ops, r: Request, scales: Any, only: tuple[int, ...]) -> Request:
+    """`r` of the tensors in `only`, each scaled by its power of two before it is squared."""
+    def times(c: Any) -> Any:
+        return scales if c is None else (ops.vector(c) if isinstance(c, (list, tuple)) else c) * scales
+    return Request(tuple((times(c), t) for c, t in r.terms), only, r.size, scaled=True)
+
+
+def global_norm(ops: Ops, norms: Sequence[Any]) -> Any:
+    """`sqrt(Σ n²)` over every entry of the vectors `norms`, scaled by the largest (no overflow)."""
+    tops = [ops.largest(n) for n in norms]
+    top = tops[0]
+    for m in tops[1:]:
+        top = ops.where(m > top, m, top)
+    safe = ops.where(top > 0, top, 1.0)
+    totals = [ops.total((n / safe) * (n / safe)) for n in norms]
+    return safe * ops.sqrt(sum(totals[1:], totals[0]))
 
 
 def jobs(requests: Sequence[Request]) -> list[Job]:

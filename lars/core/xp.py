@@ -1,7 +1,7 @@
 """The few array operations the compiled rule and the schedules need, per array library.
 
-The core's numerical code (`lars.core.rule`, `lars.core.schedules`) is written once against an
-`Ops` object, in the einops style: nine functions, one small class per library. This
+The core's numerical code (`lars.core.rule`, `lars.core.step`, `lars.core.schedules`) is written
+once against an `Ops` object, in the einops style: a dozen functions, one small class per library. This
 module has NumPy's and plain Python's; each backend adds its library's beside its adapter.
 Arithmetic, comparisons and `&`/`|` on masks are the library's own operators; every value
 that enters is either a Python number (static: decided while tracing) or an array of the
@@ -26,6 +26,9 @@ class Ops:
     A backend subclasses it for its library, bound to the dtype and device its vectors are
     computed in.
     """
+
+    #: Whether the values are traced (`jax.jit`, `tf.function`): nothing is read on the host.
+    traced = False
 
     def __init__(self, dtype: Any = np.float64) -> None:
         self.dtype = np.dtype(dtype)
@@ -61,6 +64,24 @@ class Ops:
     def total(self, x: Any) -> Any:
         """The sum of a vector's entries."""
         return np.sum(x)
+
+    def largest(self, x: Any) -> Any:
+        """The largest of a vector's entries (NaN if one is)."""
+        return np.max(x)
+
+    @property
+    def wide(self) -> bool:
+        """Whether this dtype is float64, whose sums of squares the reference takes as they are."""
+        return "64" in str(self.name if hasattr(self, "name") else self.dtype)
+
+    def flagged(self, mask: Any) -> tuple[int, ...] | None:
+        """The indices where a boolean vector holds, read on the host; None if `traced` (then
+        `cond` decides)."""
+        return None if self.traced else tuple(int(i) for i in np.flatnonzero(np.asarray(mask)))
+
+    def cond(self, predicate: Any, then: Any, otherwise: Any) -> Any:
+        """`then()` if a 0-d boolean holds, else `otherwise()`; both return the same structure."""
+        return then() if bool(predicate) else otherwise()
 
 
 class PythonOps(Ops):

@@ -126,19 +126,23 @@ def test_functional_lars_on_dtensors_matches_single_process(runs):
     for rank in range(WORLD):
         run = runs[rank]["fsdp2-functional"]
         assert run["buffer_types"] == ["DTensor"]
-        assert run["all_reduces"] == [1] * worker.STEPS
+        assert min(run["all_reduces"]) == 1 and max(run["all_reduces"]) <= 2, run["all_reduces"]
         assert_same_trajectory(run, expected)
 
 
 def test_fsdp2_sums_all_norms_of_a_step_in_one_all_reduce(runs):
     """Both param groups' norms in one all_reduce; global clipping adds one; the "update"
     denominator's norms come after the momentum, one all_reduce per param group (its tensors
-    together, on the per-tensor path too)."""
+    together, on the per-tensor path too). A group with a norm out of float32's range takes
+    those norms again, in one more all_reduce per phase: the zero-initialised GroupNorm bias at
+    the first step, and gradients that are all zero once ReLUs die (a sum of 0 is out of range)."""
     expected = {"fsdp2-fused": 1, "fsdp2-foreach-combined-clip": 2, "fsdp2-per-tensor-update": 2,
                 "ddp": 0}
     for rank in range(WORLD):
         for scenario, count in expected.items():
-            assert runs[rank][scenario]["all_reduces"] == [count] * worker.STEPS, scenario
+            counts = runs[rank][scenario]["all_reduces"]
+            assert min(counts) == count and max(counts) <= count + 3, (scenario, counts)
+            assert counts[0] > count or count == 0, (scenario, counts)  # the zero bias, taken again
 
 
 def test_fsdp2_export_state_gives_whole_buffers(runs):

@@ -105,6 +105,8 @@ def replaced(state: Any, new: LarsState) -> Any:
 class JaxOps(Ops):
     """`lars.core.xp.Ops` in `jnp`, in one dtype."""
 
+    traced = True
+
     def vector(self, values: Any) -> Any: return jnp.asarray(values, self.dtype)
     def scalar(self, value: Any) -> Any: return value if is_static(value) else jnp.asarray(value, self.dtype)
     def where(self, condition: Any, x: Any, y: Any) -> Any: return jnp.where(condition, x, y)
@@ -114,6 +116,8 @@ class JaxOps(Ops):
     def power(self, x: Any, y: Any) -> Any: return jnp.power(x, y)
     def clip(self, x: Any, low: float, high: float) -> Any: return jnp.clip(x, low, high)
     def total(self, x: Any) -> Any: return jnp.sum(x)
+    def largest(self, x: Any) -> Any: return jnp.max(x)
+    def cond(self, c: Any, then: Any, otherwise: Any) -> Any: return jax.lax.cond(c, then, otherwise)
 
 
 def affine(terms: Iterable[tuple[Any, Any]]) -> Any:

@@ -41,8 +41,10 @@ class KerasOps(Ops):
     """`keras.ops` in one dtype, which Python numbers take."""
 
     name: str
-    cos, clip, minimum, power, sqrt, total = (staticmethod(f) for f in (ops.cos, ops.clip, ops.minimum,
-                                                                        ops.power, ops.sqrt, ops.sum))
+    cos, clip, minimum, power, sqrt, total, largest, cond = (staticmethod(f) for f in (
+        ops.cos, ops.clip, ops.minimum, ops.power, ops.sqrt, ops.sum, ops.max, ops.cond))
+
+    traced = True
 
     def vector(self, values: Any) -> Any:
         return ops.convert_to_tensor(np.asarray(values, np.float64), self.name)
@@ -193,7 +195,7 @@ class LARS(_compat.Hooks, keras.optimizers.Optimizer):
 
     def sums_of_squares(self, requests: Sequence[tuple[Batch, Sequence[Request]]]) -> list[list[Any]]:
         """`lars.core.step.Backend`: each batch's sums of squares for its requests."""
-        return [assemble(rs, [_sum_of_squares(b, r.terms, i) for r in rs for i in r.only], ops.stack)
+        return [assemble(rs, [_sum_of_squares(b, r, i) for r in rs for i in r.only], ops.stack)
                 for b, rs in requests]
 
     def update(self, b: Batch, c: Coefficients, *, buffers: bool = True, weights: bool = True) -> None:
@@ -290,12 +292,13 @@ def _combine(*terms: tuple[Any, Any]) -> Any:
     return sum(parts[1:], parts[0]) if parts else None
 
 
-def _sum_of_squares(b: Batch, terms: Sequence[tuple[Any, Any]], i: int) -> Any:
+def _sum_of_squares(b: Batch, r: Request, i: int) -> Any:
     """`||Σ c·t||²` of tensor `i` in one accurate pass (TF's `L2Loss`, `Σx²/2`, no temporary; else
-    `keras.ops`, which XLA fuses), `c²·||t||²` for one term; a term of the buffers (`n = -v`) negated."""
+    `keras.ops`, which XLA fuses), `c²·||t||²` for one term (not `scaled`); a term of the buffers
+    (`n = -v`) negated."""
     job = [(-c if t is b.buffers else c, ops.convert_to_tensor(t[i]))
-           for c, t in ((1.0 if at(c, i) is None else at(c, i), t) for c, t in terms)]
-    c, x = (1.0, _combine(*job)) if len(job) > 1 else job[0]
+           for c, t in ((1.0 if at(c, i) is None else at(c, i), t) for c, t in r.terms)]
+    c, x = (1.0, _combine(*job)) if len(job) > 1 or r.scaled else job[0]
     s = 2.0 * tf.nn.l2_loss(x) if _compat.TENSORFLOW else ops.sum(ops.square(x))
     return s if is_static(c) and c == 1 else (c * c) * s
 

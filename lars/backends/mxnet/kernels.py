@@ -46,6 +46,13 @@ def sums_of_squares(arrays: Sequence[Any]) -> Any:
     return out.astype(np.float32)
 
 
+def normal(*coefficients: Any) -> bool:
+    """Whether each value is 0 or a normal float32: MXNet reads its kernels' scalar arguments as
+    float32 and refuses a subnormal one."""
+    values = np.abs(np.concatenate([np.ravel(np.asarray(x, np.float64)) for x in coefficients]))
+    return bool(np.all((values == 0) | (values >= np.finfo(np.float32).tiny)))
+
+
 def block_squares(x: Any) -> Any:
     """The float64 sum of the squares of `x`, whole blocks, shape (1,)."""
     blocks = x.reshape((-1, ROWS, NORM_PIECE))
@@ -96,10 +103,13 @@ class Kernels:
 
     def sums_of_squares(self, requests: Sequence[tuple[Batch, Sequence[Request]]]) -> list[list[Any]]:
         todo, factors, arrays = [jobs(r) for _, r in requests], [], []
-        for job in (j for js in todo for j in js):  # a single term's factor is applied on the host
+        scaled = [q.scaled for _, r in requests for q in r for _ in q.only]
+        for job, inside in zip((j for js in todo for j in js), scaled, strict=True):
+            # a single term's factor is applied on the host, unless it must scale the tensor first
             terms = [(k, y) for c, t in job for f, y in [parts(t)] if (k := f * (1.0 if c is None else c))]
-            factors.append(terms[0][0] ** 2 if len(terms) == 1 else 1.0)
-            arrays.append(terms[0][1] if len(terms) == 1 else nd.add_n(*[y * k for k, y in terms]))
+            alone = len(terms) == 1 and not inside
+            factors.append(terms[0][0] ** 2 if alone else 1.0)
+            arrays.append(terms[0][1] if alone else nd.add_n(*[y * float(k) for k, y in terms]))
         sums = iter(sums_of_squares(arrays) * factors if arrays else [])
         return [assemble(r, [next(sums) for _ in js], b.ops.vector)
                 for (b, r), js in zip(requests, todo, strict=True)]
@@ -107,7 +117,8 @@ class Kernels:
     def update(self, batch: Batch, c: Coefficients, *, buffers: bool = True, weights: bool = True) -> None:
         targets, masters = batch.extra["targets"], batch.extra["masters"]
         if weights and targets[0].dtype == np.float32 and c.step is not None and (
-                c.momentum is None or (buffers and not c.lookahead and is_static(c.step) and c.step == 1)):
+                c.momentum is None or (buffers and not c.lookahead and is_static(c.step) and c.step == 1)
+        ) and normal(c.increment if c.momentum is not None else c.step, c.decay):
             return self.fused(batch, c, masters)
         for i, w in enumerate(targets):
             g, v = batch.prepared[i], batch.buffers[i]

@@ -34,8 +34,8 @@ LOW_PRECISION = (torch.float16, torch.bfloat16)
 class TorchOps(Ops):
     """The core's array namespace on torch tensors of one dtype and device."""
 
-    sqrt, cos, power, clip, total = (staticmethod(f) for f in (torch.sqrt, torch.cos, torch.pow,
-                                                               torch.clamp, torch.sum))
+    sqrt, cos, power, clip, total, largest = (staticmethod(f) for f in (torch.sqrt, torch.cos, torch.pow,
+                                                                        torch.clamp, torch.sum, torch.amax))
 
     def __init__(self, dtype: torch.dtype, device: torch.device) -> None:
         self.dtype, self.device = dtype, device
@@ -53,6 +53,9 @@ class TorchOps(Ops):
 
     def minimum(self, x: Any, y: Any) -> Tensor:
         return torch.clamp(x, max=y) if is_static(y) else torch.minimum(x, y)
+
+    def flagged(self, mask: Any) -> tuple[int, ...]:
+        return tuple(torch.nonzero(mask).flatten().tolist())  # a sync on a device
 
 
 @functools.lru_cache(maxsize=256)
@@ -84,6 +87,8 @@ class TensorGroup:
         self.position.append(position)  # type: ignore[union-attr]
 
 
+#: The fused kernel gets the increment k as `1 - dampening` in float64: k loses 2^-53/k of itself.
+SMALLEST_INCREMENT = 2.0**-30
 NORM_PIECE = 1 << 10  # elements: a float32 sum over this many is good to about one unit of rounding
 NORM_WHOLE = 1 << 14  # elements: up to this size torch's own float32 norm is as good
 CONVERT_BLOCK = 1 << 20  # elements of a float16/bfloat16 tensor converted at a time
@@ -122,7 +127,7 @@ def piece_norms(tensor: Tensor, scratch: Tensor) -> Tensor:
 def sums_of_squares(request: Request, dtype: torch.dtype, device: torch.device) -> Tensor:
     """A request's vector: the squared norm of each job (a combination made in `dtype`)."""
     (c, tensors), *rest = request.terms
-    if rest:
+    if rest or request.scaled:
         made = [sum(t.to(dtype) if k is None else k * t.to(dtype) for k, t in job) for job in jobs([request])]
         squares = norms(made, dtype).square()
     else:
@@ -150,6 +155,8 @@ def fused_arguments(c: Coefficients, n: int) -> list[tuple[float, ...]] | str:
         return "a weight decay in the buffer without a gradient in it"
     if c.lookahead and any(k != 1 for _, k, _, _ in rows):
         return "nesterov takes the gradient into the step unscaled in the fused kernel"
+    if any(0 < abs(k) < SMALLEST_INCREMENT for _, k, _, _ in rows):
+        return "an increment so small that the kernel's 1 - dampening would round it off"
     return [(m, 1.0 - k, l_ / k if k else 0.0, s, c.lookahead) for m, k, l_, s in rows]
 
 
