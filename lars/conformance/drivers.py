@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from lars.core import reference
+from lars.core.flavors import hyperparams
 from lars.core.hyperparams import Hyperparams
-from lars.core.state import State
+from lars.core.state import State, check_state
 
 Array = np.ndarray
 
@@ -42,6 +43,9 @@ class Run(Protocol):
     def hyperparameters(self) -> Hyperparams:
         """The `Hyperparams` the adapter holds (it was given them as they are)."""
 
+    def set_lr(self, lr: Any) -> None:
+        """Sets the learning rate of the next steps the adapter's own way (validated)."""
+
 
 class Driver(Protocol):
     """A backend as the conformance suite sees it."""
@@ -58,6 +62,10 @@ class Driver(Protocol):
         A driver may have a `refuses` mapping (field -> reason): a case that sets one of those
         fields must then be refused by the adapter with a `HyperparameterError` on that field.
         """
+
+    def construct(self, params: Mapping[str, Array], fields: Mapping[str, Any]) -> None:
+        """Makes the adapter with its own constructor from keyword `fields` (`lr` named as the
+        framework names it) and readies it for `params` (`lars.conformance.errors`)."""
 
 
 class ReferenceRun:
@@ -78,8 +86,11 @@ class ReferenceRun:
         return self._state
 
     def load(self, state: State) -> None:
-        state.check_fits({n: p.shape for n, p in self._params.items()})
+        check_state(state, {n: p.shape for n, p in self._params.items()})
         self._state = state
+
+    def set_lr(self, lr: Any) -> None:
+        self._hp.with_lr(lr)  # the reference takes the lr with each step: validation only
 
     def trust_ratios(self) -> dict[str, float]:
         return dict(self._ratios)
@@ -104,6 +115,9 @@ class ReferenceDriver:
 
     def start(self, hp: Hyperparams, params: Mapping[str, Array]) -> Run:
         return ReferenceRun(hp, params)
+
+    def construct(self, params: Mapping[str, Array], fields: Mapping[str, Any]) -> None:
+        hyperparams(**{"flavor": "paper", "lr": 0.1, **fields})
 
 
 #: driver name -> "module:attribute" of a factory returning the driver; imported lazily.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping
+from typing import Any
 
 import jax
 import numpy as np
@@ -55,6 +56,11 @@ class JaxRun:
     def hyperparameters(self) -> Hyperparams:
         return self._hp
 
+    def set_lr(self, lr: Any) -> None:
+        lars(self._hp.lr, hyperparameters=self._hp).set_lr(lr)  # validated; then injected, as a step does
+        hyper = self._state.hyperparams
+        hyper["learning_rate"] = jnp.asarray(lr, hyper["learning_rate"].dtype)
+
 
 class JaxDriver:
     """`lars.backends.jax.lars` under `optax.inject_hyperparams`, jitted, on CPU."""
@@ -67,3 +73,7 @@ class JaxDriver:
 
     def start(self, hp: Hyperparams, params: Mapping[str, Array]) -> JaxRun:
         return JaxRun(hp, params)
+
+    def construct(self, params: Mapping[str, Array], fields: Mapping[str, Any]) -> None:
+        given = {"flavor": "paper", "lr": 0.1, **fields}
+        lars(given.pop("lr"), **given).init({n: jnp.asarray(p) for n, p in params.items()})

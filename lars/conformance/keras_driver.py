@@ -75,6 +75,9 @@ class KerasRun:
     def hyperparameters(self) -> Hyperparams:
         return self.optimizer.hyperparameters
 
+    def set_lr(self, lr: Any) -> None:
+        self.optimizer.learning_rate = lr
+
 
 class KerasDriver:
     """`lars.backends.keras.LARS` on the configured Keras backend."""
@@ -89,3 +92,8 @@ class KerasDriver:
 
     def start(self, hp: Hyperparams, params: Mapping[str, Array]) -> KerasRun:
         return KerasRun(hp, params)
+
+    def construct(self, params: Mapping[str, Array], fields: Mapping[str, Any]) -> None:
+        given = {"flavor": "paper", "lr": 0.1, **fields}
+        optimizer = LARS(given.pop("lr"), **given)
+        optimizer.build([keras.Variable(np.array(p, copy=True), name=n) for n, p in params.items()])

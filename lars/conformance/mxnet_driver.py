@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
+from typing import Any
 
 import mxnet as mx
 import numpy as np
@@ -47,6 +48,9 @@ class MxnetRun:
     def hyperparameters(self) -> Hyperparams:
         return self.optimizer.hyperparameters
 
+    def set_lr(self, lr: Any) -> None:
+        self.optimizer.set_learning_rate(lr)
+
 
 class MxnetDriver:
     """`lars.backends.mxnet.OneLARS` through `mx.optimizer.get_updater` (as gluon.Trainer)."""
@@ -58,6 +62,9 @@ class MxnetDriver:
 
     def __init__(self, **options: object) -> None:
         self.options = options
+        #: MXNet's Updater hands an optimizer `aggregate_num` tensors per call: a step refused at
+        #: one call has stepped the calls before it (docs/reliability.md).
+        self.calls_per_step = 1 if options.get("aggregate_num", 32) >= 32 else None
         suffix = ",".join(f"{k}={v}" for k, v in options.items())
         self.name = "mxnet" + (f"[{suffix}]" if suffix else "")
 
@@ -66,6 +73,10 @@ class MxnetDriver:
 
     def start(self, hp: Hyperparams, params: Mapping[str, Array]) -> MxnetRun:
         return MxnetRun(hp, params, **self.options)
+
+    def construct(self, params: Mapping[str, Array], fields: Mapping[str, Any]) -> None:
+        given = {"flavor": "paper", "lr": 0.1, **fields}
+        OneLARS(given.pop("lr"), param_idx2name=dict(enumerate(params)), **given, **self.options)  # type: ignore[arg-type]
 
 
 def per_tensor() -> MxnetDriver:

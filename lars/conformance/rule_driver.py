@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from lars.conformance.drivers import ReferenceRun
+from lars.conformance.drivers import ReferenceDriver, ReferenceRun
+from lars.core.checks import check_gradient
 from lars.core.hyperparams import Hyperparams
 from lars.core.policy import plan
 from lars.core.rule import Coefficients, Request, Rule, at
@@ -28,7 +29,8 @@ Array = np.ndarray
 def sum_of_squares(job: Job, dtype: Any) -> Any:
     """`||Σ c·t||²`, summed in float64 (as the reference's norms), in `dtype`."""
     x = sum(t if c is None else c * t for c, t in job)
-    return np.dtype(dtype).type(np.sum(np.square(np.asarray(x, dtype=np.float64))))
+    with np.errstate(over="ignore"):  # an overflow is the caller's to take again, scaled
+        return np.dtype(dtype).type(np.sum(np.square(np.asarray(x, dtype=np.float64))))
 
 
 def affine(x: Array, *terms: tuple[Any, Array | None]) -> Array:
@@ -64,6 +66,9 @@ class RuleRun(ReferenceRun):
 
     def step(self, grads: Mapping[str, Array | None], lr: float) -> None:
         names = [n for n in self._params if grads.get(n) is not None]
+        for n in names:
+            g = np.asarray(grads[n])
+            check_gradient(n, g.shape, g.dtype.name, self._params[n].shape)
         old, dtype = dict(self._state.momentum_buffers), next(iter(self._params.values())).dtype
         batch = Batch(Rule(self._hp, plan(self._hp, [(n, self._params[n].shape) for n in names])),
                       Ops(dtype), [self._params[n] for n in names],
@@ -90,3 +95,5 @@ class RuleDriver:
 
     def start(self, hp: Hyperparams, params: Mapping[str, Array]) -> RuleRun:
         return RuleRun(hp, params)
+
+    construct = ReferenceDriver.construct

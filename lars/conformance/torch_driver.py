@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,8 +23,11 @@ class TorchRun:
 
     def step(self, grads: Mapping[str, Array | None], lr: float) -> None:
         for name, p in self._params.items():
-            g = grads.get(name)
-            p.grad = None if g is None else torch.from_numpy(np.array(g, copy=True))
+            g = None if (x := grads.get(name)) is None else torch.from_numpy(np.array(x, copy=True))
+            if g is not None and p.grad is not None and (g.shape != p.shape or g.dtype != p.dtype):
+                p.grad.data = g  # past autograd's own check, as `.data` gets: the adapter's is tested
+            else:
+                p.grad = g
         self.optimizer.set_lr(lr)
         self.optimizer.step()
 
@@ -42,6 +46,9 @@ class TorchRun:
     def hyperparameters(self) -> Hyperparams:
         return self.optimizer.hyperparameters
 
+    def set_lr(self, lr: Any) -> None:
+        self.optimizer.set_lr(lr)
+
 
 class TorchDriver:
     """`lars.backends.torch.LARS` on CPU; `options` pick the path (fused, foreach)."""
@@ -58,6 +65,10 @@ class TorchDriver:
 
     def start(self, hp: Hyperparams, params: Mapping[str, Array]) -> TorchRun:
         return TorchRun(hp, params, **self.options)
+
+    def construct(self, params: Mapping[str, Array], fields: Mapping[str, Any]) -> None:
+        named = [(n, torch.nn.Parameter(torch.from_numpy(np.array(p, copy=True)))) for n, p in params.items()]
+        LARS(named, **{"flavor": "paper", "lr": 0.1, **fields}, **self.options)  # type: ignore[arg-type]
 
 
 def single_tensor() -> TorchDriver:

@@ -9,6 +9,14 @@ class LarsError(Exception):
     """Base class of every error this package raises on purpose."""
 
 
+class _MessageOnly(LarsError):
+    """An error made from its message alone. Its `__init__` is `Exception.__init__` itself:
+    TensorFlow's AutoGraph re-raises such an error from a `tf.function` as its own type (with the
+    traced code's lines prepended), any other as a `StagingError`."""
+
+    __init__ = Exception.__init__
+
+
 class HyperparameterError(LarsError, ValueError):
     """An invalid hyperparameter: names the field, the value given and what is allowed."""
 
@@ -33,19 +41,19 @@ class ConfigError(HyperparameterError):
         self.args = (f"{source}: {detail if detail is not None else self.args[0]}",)
 
 
-class ExclusionError(LarsError, ValueError):
+class ExclusionError(_MessageOnly, ValueError):
     """An exclusion rule that cannot be applied (a bad pattern, names missing, a bad mask)."""
 
 
-class StateError(LarsError, ValueError):
+class StateError(_MessageOnly, ValueError):
     """Optimizer state that does not fit: wrong version, names, shapes or dtypes."""
 
 
-class ShapeError(LarsError, ValueError):
+class ShapeError(_MessageOnly, ValueError):
     """Gradients or buffers whose names or shapes do not fit the parameters."""
 
 
-class ShardingError(LarsError, ValueError):
+class ShardingError(_MessageOnly, ValueError):
     """A declaration of how tensors are split over devices that does not fit them (mesh axes,
     partition specs, tree structure)."""
 
