@@ -197,6 +197,22 @@ class Rule:
             direction = _terms((None, buffers))
         return [Request(_terms((None, weights)), only, self.size), Request(direction, only, self.size)]
 
+    def record_requests(self, weights: Sequence[Any], grads: Sequence[Any]) -> list[Request]:
+        """What a recorded step adds (`lars.core.trace`): `||w||²` and `||g||²` of every tensor."""
+        every = tuple(range(self.size))
+        return [Request(_terms((None, t)), every, self.size) for t in (weights, grads)]
+
+    def update_request(self, ops: Ops, weights: Sequence[Any], prepared: Sequence[Any],
+                       buffers: Sequence[Any], c: Coefficients) -> tuple[Request, Any]:
+        """`||Δw||²` after the update, and the divisor of its root: from `w' = w - (d·v' + e·ĝ + f·w)`,
+        `Δw = -(d·v' + e·ĝ + f·w') / (1 - f)`, so the weights before the step are not needed."""
+        d, e, f = c.weight_terms()
+        terms = _terms((d, buffers), (e, prepared), (f, weights)) if c.momentum is not None else \
+            _terms((e, prepared), (f, weights))
+        divisor = 1.0 if is_static(f) and f == 0 else \
+            1.0 - (ops.vector(f) if isinstance(f, (list, tuple)) else f)
+        return Request(terms, tuple(range(self.size)), self.size), divisor
+
     # Coefficients ------------------------------------------------------------------------------
     def coefficients(self, ops: Ops, norms: Sequence[Any], lr: Any, *, gamma: Any = 1.0,
                      last_lr: Any = None, first: Any = False, position: int | Sequence[int] = 0,

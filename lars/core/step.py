@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from lars.core.rule import Coefficients, Request, Rule, at
-from lars.core.xp import Ops
+from lars.core.xp import Ops, is_static
 
 #: One sum of squares to take: `||Σ c·t||²` of one tensor, from its terms `(c, t)` (c None: one).
 Job = tuple[tuple[Any, Any], ...]
@@ -46,6 +46,10 @@ class Batch:
     prepared: list[Any] = field(default_factory=list)
     coefficients: Coefficients | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Whether to record this step (`lars.core.trace`): `recorded` then holds, per quantity, one
+    #: value per tensor (the backend's arrays: read them on the host when it suits).
+    record: bool = False
+    recorded: dict[str, Any] = field(default_factory=dict)
 
 
 class Backend(Protocol):
@@ -72,12 +76,16 @@ def step(batches: Sequence[Batch], backend: Backend) -> None:
         first = clipping[0][0]
         found = [first.ops.scalar(x) for xs in take_norms(clipping, backend) for x in xs]
         gamma = first.rule.clip_factor(first.ops, global_norm(first.ops, found))
-    norms = take_norms(
-        [(b, b.rule.norm_requests(b.weights, b.grads, b.prepared, b.ops.scalar(gamma), b.numbers))
-         for b in batches], backend)
-    for b, found in zip(batches, norms, strict=True):
-        b.coefficients = b.rule.coefficients(b.ops, found, b.lr, gamma=b.ops.scalar(gamma), last_lr=b.last_lr,
-                                             first=b.first, position=b.position, numbers=b.numbers)
+    asked = [b.rule.norm_requests(b.weights, b.grads, b.prepared, b.ops.scalar(gamma), b.numbers)
+             for b in batches]
+    norms = take_norms([(b, [*rs, *(b.rule.record_requests(b.weights, b.grads) if b.record else ())])
+                        for b, rs in zip(batches, asked, strict=True)], backend)
+    for b, rs, found in zip(batches, asked, norms, strict=True):
+        b.coefficients = b.rule.coefficients(b.ops, found[:len(rs)], b.lr, gamma=b.ops.scalar(gamma),
+                                             last_lr=b.last_lr, first=b.first, position=b.position,
+                                             numbers=b.numbers)
+        if b.record:
+            b.recorded = dict(zip(("weight_norm", "grad_norm"), found[len(rs):], strict=True))
         if check := getattr(backend, "check", None):
             check(b, b.coefficients)
     for b in batches:
@@ -92,6 +100,21 @@ def step(batches: Sequence[Batch], backend: Backend) -> None:
         else:
             backend.update(b, c)
         b.coefficients = c
+        if b.record:
+            record(b, backend)
+
+
+def record(b: Batch, backend: Backend) -> None:
+    """The rest of a recorded step, after the update: the ratios, weight decays and adaptation
+    the step used, and `||Δw||` from the updated tensors (`Rule.update_request`)."""
+    c, ops, n = b.coefficients, b.ops, b.rule.size
+    assert c is not None
+    request, divisor = b.rule.update_request(ops, b.weights, b.prepared, b.buffers, c)
+    moved = take_norms([(b, [request])], backend)[0][0]
+    b.recorded.update(trust_ratio=c.trust_ratio, update_norm=moved / ops.sqrt(divisor * divisor),
+                      weight_decay=ops.vector([c.decay] * n) if is_static(c.decay) else
+                      ops.vector(c.decay) if isinstance(c.decay, (list, tuple)) else c.decay,
+                      adapted=ops.vector([1.0 if a else 0.0 for a in b.rule.adapt]))
 
 
 #: A float32 sum of squares `S` is exact to a few roundings where `2^-60 <= S < inf`: below, the
