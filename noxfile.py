@@ -63,11 +63,12 @@ def agreement(session: nox.Session, peer: str, training: str, env: dict[str, str
 
 
 def conformance(session: nox.Session, driver: str, env: dict[str, str] | None = None) -> None:
-    """The shared conformance suite with one driver, and the table of invalid inputs, on both
-    cores: one worker per core, each with one thread (the cases' tensors are tiny; two threads
+    """The shared conformance suite with one driver, the table of invalid inputs and the fuzz
+    test, on both cores: one worker per core, each with one thread (the cases' tensors are tiny; two threads
     per worker only wait on each other)."""
     threads = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1"}
-    session.run("pytest", "conformance/test_conformance.py", "conformance/test_errors.py", "--driver", driver, "-q",
+    tests = ("conformance/test_conformance.py", "conformance/test_errors.py", "conformance/test_fuzz.py")
+    session.run("pytest", *tests, "--driver", driver, "-q",
                 "-p", "no:cacheprovider", "-n", "2", env={**threads, **(env or {})})
 
 

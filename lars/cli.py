@@ -44,7 +44,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                       "rules run with (default: a side's file, else common settings)")
     diff.add_argument("--steps", type=int, default=100, help="steps of each run (default 100)")
     diff.add_argument("--json", action="store_true", help="print the result as JSON")
+    compare = commands.add_parser("compare", help="where two recorded runs (traces) part, and why")
+    compare.add_argument("a", type=Path, help="a trace file (an adapter's recorder wrote it)")
+    compare.add_argument("b", type=Path, help="the other trace file")
+    compare.add_argument("--names", type=Path, help="name map (TOML [tensors], as for migrate): a's name "
+                         "= b's name; unmapped tensors keep their names")
+    compare.add_argument("--html", type=Path, help="also write an offline HTML page with per-layer plots")
+    compare.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
+    if args.command == "compare":
+        return run_compare(args)
     if args.command == "migrate":
         return run_migrate(args)
     if args.command == "diff":
@@ -87,6 +96,30 @@ def run_diff(args: argparse.Namespace) -> int:
         return 2
     print(json.dumps(result, indent=1) if args.json else text(result))
     return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    """`lars compare`: exit status 0 when the runs agree, 1 when they part, 2 for a user error."""
+    import json
+
+    from lars.core.errors import LarsError
+    from lars.core.trace import load_trace
+    from lars.parity.compare import as_json, compare, text
+    from lars.parity.migrate import load_name_map
+
+    try:
+        names = {} if args.names is None else {k: r.name for k, r in load_name_map(args.names).items()}
+        result = compare(load_trace(args.a), load_trace(args.b), names, label_a=str(args.a),
+                         label_b=str(args.b))
+        if args.html is not None:
+            from lars.parity.compare_page import write
+
+            write(result, args.html)
+    except (LarsError, ImportError) as exc:  # ImportError: --html needs matplotlib
+        print(f"lars compare: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(as_json(result), indent=1) if args.json else text(result))
+    return 0 if result.agree else 1
 
 
 def run_migrate(args: argparse.Namespace) -> int:

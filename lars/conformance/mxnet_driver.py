@@ -64,7 +64,7 @@ class MxnetDriver:
         self.options = options
         #: MXNet's Updater hands an optimizer `aggregate_num` tensors per call: a step refused at
         #: one call has stepped the calls before it (docs/reliability.md).
-        self.calls_per_step = 1 if options.get("aggregate_num", 32) >= 32 else None
+        self.calls_per_step = 1 if int(options.get("aggregate_num", 32)) >= 32 else None  # type: ignore[call-overload]
         suffix = ",".join(f"{k}={v}" for k, v in options.items())
         self.name = "mxnet" + (f"[{suffix}]" if suffix else "")
 

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -143,6 +144,9 @@ class _Float64:
 
     def load(self, state):  # type: ignore[no-untyped-def]
         self._run.load(state)
+
+    def set_lr(self, lr: Any) -> None:
+        self._run.set_lr(lr)
 
     def trust_ratios(self) -> dict[str, float]:
         return self._run.trust_ratios()

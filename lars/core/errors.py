@@ -66,5 +66,7 @@ class DtypeError(ShapeError, TypeError):
 def not_floating(kind: str, name: str, dtype: object) -> DtypeError:
     """The refusal of an integer or complex `kind` ("parameter", "gradient") named `name`, in the
     same words in every backend."""
-    return DtypeError(f"{kind} {name!r} has dtype {dtype}: LARS steps real floating-point tensors only "
-                      "(float16, bfloat16, float32, float64), not integer or complex ones")
+    error: DtypeError = DtypeError(
+        f"{kind} {name!r} has dtype {dtype}: LARS steps real floating-point tensors only "
+        "(float16, bfloat16, float32, float64), not integer or complex ones")
+    return error

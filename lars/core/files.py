@@ -26,7 +26,8 @@ from lars.core.errors import StateError
 
 
 def _refuse(path: Path, reason: str) -> StateError:
-    return StateError(f"{path} cannot be written ({reason}); nothing was written")
+    error: StateError = StateError(f"{path} cannot be written ({reason}); nothing was written")
+    return error
 
 
 def _open_temporary(target: Path, mode: int) -> tuple[int, Path]:

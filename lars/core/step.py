@@ -158,9 +158,10 @@ def in_range(b: Batch, requests: Sequence[Request], sums: Sequence[Any], backend
     if any(f is None for f in found):  # traced: one branch for the batch
         count = sum(ops.total(ops.where(f, 1.0, 0.0)) for f in flags)
         return ops.cond(count > 0, lambda: again([r.only for r in requests]), lambda: fast)  # type: ignore[no-any-return]
-    if not any(found):
+    hosts = [f or () for f in found]
+    if not any(hosts):
         return fast
-    return again([tuple(i for i in r.only if i in f) for r, f in zip(requests, found, strict=True)])
+    return again([tuple(i for i in r.only if i in f) for r, f in zip(requests, hosts, strict=True)])
 
 
 def scaled(ops: Ops, r: Request, scales: Any, only: tuple[int, ...]) -> Request:

@@ -69,8 +69,10 @@ def save_trace(path: str | os.PathLike[str], trace: Trace) -> Path:
               **{q: np.asarray(trace.columns[q], np.float64).reshape(len(trace), len(trace.names))
                  for q in QUANTITIES}}
 
+    payload: dict[str, Any] = {_HEADER: np.array(json.dumps(header)), **arrays}
+
     def write(f: IO[bytes]) -> None:
-        np.savez(f, **{_HEADER: np.array(json.dumps(header))}, **arrays)
+        np.savez(f, **payload)
 
     return write_atomically(path, write)
 
@@ -123,7 +125,7 @@ class Recorder:
                 raise TraceError(f"{key}={value!r} is invalid: expected an int >= 1")
         self.path, self.every, self.flush_every, self.host = Path(path), every, flush, host
         self.names, self.shapes = tuple(names), tuple(tuple(int(d) for d in s) for s in shapes)
-        self.meta = {"framework": framework, "dtype": dtype, "hyperparams": dict(hyperparams)}
+        self.meta: dict[str, Any] = {"framework": framework, "dtype": dtype, "hyperparams": dict(hyperparams)}
         self.rows: list[dict[str, np.ndarray]] = []
         self.pending: list[tuple[int, Any, Any, Mapping[str, Any]]] = []
         self.losses: dict[int, float] = {}
