@@ -198,9 +198,12 @@ class Rule:
         return [Request(_terms((None, weights)), only, self.size), Request(direction, only, self.size)]
 
     def record_requests(self, weights: Sequence[Any], grads: Sequence[Any]) -> list[Request]:
-        """What a recorded step adds (`lars.core.trace`): `||w||²` and `||g||²` of every tensor."""
+        """What a recorded step adds (`lars.core.trace`): `||w||²` and `||κ₀·g||²` of every tensor,
+        the gradient as the rule takes it (maximize and `grad_rescale`, MXNet's `rescale_grad`,
+        applied; before any clipping)."""
         every = tuple(range(self.size))
-        return [Request(_terms((None, t)), every, self.size) for t in (weights, grads)]
+        return [Request(_terms((None, weights)), every, self.size),
+                Request(_terms((self.gradient_sign_scale, grads)), every, self.size)]
 
     def update_request(self, ops: Ops, weights: Sequence[Any], prepared: Sequence[Any],
                        buffers: Sequence[Any], c: Coefficients) -> tuple[Request, Any]:
