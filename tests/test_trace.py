@@ -44,6 +44,13 @@ def test_a_recorded_step_holds_the_norms_before_and_the_change_it_made(flavor, o
     assert set(QUANTITIES) <= set(r)
 
 
+def test_the_gradient_norm_is_of_the_rescaled_gradient():
+    """MXNet hands over the batch's summed gradients and `rescale_grad` = 1/batch size: the
+    gradient of the loss, which the other frameworks hand over, is the rescaled one."""
+    b, _, grads = recorded_step("mxnet", grad_rescale=0.25)
+    np.testing.assert_allclose(b.recorded["grad_norm"], [0.25 * np.linalg.norm(g) for g in grads], rtol=1e-14)
+
+
 def test_mxnet_excludes_the_bias_and_its_weight_decay():
     b, _, _ = recorded_step("mxnet")
     np.testing.assert_array_equal(b.recorded["adapted"], [1.0, 0.0])

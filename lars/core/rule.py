@@ -198,9 +198,11 @@ class Rule:
         return [Request(_terms((None, weights)), only, self.size), Request(direction, only, self.size)]
 
     def record_requests(self, weights: Sequence[Any], grads: Sequence[Any]) -> list[Request]:
-        """What a recorded step adds (`lars.core.trace`): `||w||²` and `||g||²` of every tensor."""
+        """What a recorded step adds (`lars.core.trace`): `||w||²` and `||grad_rescale·g||²` of
+        every tensor."""
         every = tuple(range(self.size))
-        return [Request(_terms((None, t)), every, self.size) for t in (weights, grads)]
+        return [Request(_terms((c, t)), every, self.size) for c, t in ((None, weights),
+                                                                        (self.hp.grad_rescale, grads))]
 
     def update_request(self, ops: Ops, weights: Sequence[Any], prepared: Sequence[Any],
                        buffers: Sequence[Any], c: Coefficients) -> tuple[Request, Any]:

@@ -4,7 +4,8 @@ A trace holds, for each recorded step, the step number (0 for the first step), t
 rate, the loss the user handed over (NaN if none) and, per tensor by its framework's name:
 
     weight_norm   ||w||, before the step
-    grad_norm     ||g||, the gradient as handed to the optimizer
+    grad_norm     ||g||, the gradient as handed to the optimizer, times `grad_rescale` (MXNet's
+                  `rescale_grad`, 1/batch size from `gluon.Trainer.step`: the loss's gradient)
     trust_ratio   the ratio the step used (1 where a tensor is not adapted)
     weight_decay  the weight decay that reached the update (0 where excluded or dropped)
     adapted       1 where the rule adapts the tensor, 0 where it is excluded
