@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from mxnet import autograd, gluon, nd
 
-from lars.backends.mxnet import OneLARS, record
+from lars.backends.mxnet import OneLARS, export_state, record
 from lars.core.trace import QUANTITIES, TraceError, load_trace
 
 BATCH, STEPS, WD = 8, 6, 1e-2
@@ -154,6 +154,19 @@ def test_a_step_cut_short_is_added_with_nan_for_the_tensors_that_did_not_come(tm
     trace = load_trace(tmp_path / "cut.npz")
     np.testing.assert_array_equal(trace.step, [0, 1])
     np.testing.assert_array_equal(np.isnan(trace.columns["grad_norm"][1]), [False, False, True, True])
+
+
+def test_the_trainer_saves_its_states_while_recording_and_the_loaded_optimizer_does_not_record(tmp_path):
+    net = network()
+    trainer = gluon.Trainer(net.collect_params(), OneLARS(0.1, "paper", momentum=0.9))
+    with record(trainer, tmp_path / "t.npz"):
+        with autograd.record():
+            loss = net(nd.ones((2, 4))).sum()
+        loss.backward()
+        trainer.step(2)
+        trainer.save_states(str(tmp_path / "run.states"))
+    trainer.load_states(str(tmp_path / "run.states"))
+    assert trainer.optimizer.tracing is None and export_state(trainer).step == 1
 
 
 def test_bad_arguments_are_refused(tmp_path):

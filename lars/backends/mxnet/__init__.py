@@ -99,7 +99,11 @@ class OneLARS(_compat.Optimizer):
         self.books: dict[int, Books] = {}  # by device id, as MXNet's update counts
         self.ratios: dict[int, float] = {}
         self._plans: dict[Any, TensorPlan] = {}
-        self.tracing: Tracing | None = None  # `record`'s
+
+    tracing: Tracing | None = None  # `record`'s, left out of `Trainer.save_states`' pickle
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in super().__getstate__().items() if k != "tracing"}
 
     @classmethod
     def from_file(cls, config: Config | str | os.PathLike[str], **options: Any) -> OneLARS:
