@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -49,3 +50,19 @@ def each(optimizer: Any, fn: Callable[..., None], variables: Sequence[Any], args
 
     strategy = optimizer._distribution_strategy  # keras 3.15.1 (TF backend)
     tf.__internal__.distribute.interim.maybe_merge_call(run, strategy, args)  # tensorflow 2.21.0
+
+
+def scope(optimizer: Any) -> Any:
+    """Where to make an optimizer variable: on TF, in the optimizer's tf.distribute strategy."""
+    return optimizer._distribution_strategy.scope() if TENSORFLOW else contextlib.nullcontext()
+
+
+def current(callback: Any, variables: Sequence[Any]) -> list[Any]:
+    """Copies on the device (no host sync) of optimizer variables after the last step: on JAX, of
+    the arrays `fit` holds in `model._jax_state` until a sync (which the `callback.model` property
+    makes) writes them back; the next step deletes them (keras 3.15.1)."""
+    model = callback._model
+    if not TENSORFLOW and getattr(model, "_jax_state", None) and not model._jax_state_synced:
+        at = {id(v): k for k, v in enumerate(model.optimizer.variables)}
+        variables = [model._jax_state["optimizer_variables"][at[id(v)]] for v in variables]
+    return [keras.ops.copy(v) for v in variables]

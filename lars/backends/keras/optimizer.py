@@ -26,6 +26,7 @@ from lars.core.policy import Exclude, plan
 from lars.core.rule import Coefficients, Request, Rule, at
 from lars.core.state import State, load_state, save_state
 from lars.core.step import Batch, assemble, step
+from lars.core.trace import QUANTITIES, Recorder
 from lars.core.xp import Ops, is_static
 
 if _compat.TENSORFLOW:
@@ -103,6 +104,7 @@ class LARS(_compat.Hooks, keras.optimizers.Optimizer):
         super().__init__(learning_rate=learning_rate if schedule else hp.lr, name=name, weight_decay=None,
                          **keras_kwargs)
         self.hyperparameters = hp
+        self.recording, self.records = False, list[Any]()  # `TraceCallback`'s: see `start_recording`
 
     @classmethod
     def from_file(cls, config: Config | str | os.PathLike[str], name: str = "lars",
@@ -128,6 +130,18 @@ class LARS(_compat.Hooks, keras.optimizers.Optimizer):
         self.last_trust_ratios = self.add_variable((len(variables),), initializer="ones", dtype=floatx,
                                                    aggregation=first, name="trust_ratios")
         self.last_lr = self.add_variable((), dtype=floatx, aggregation=first, name="last_lr")
+        if self.recording:
+            self.start_recording()
+
+    def start_recording(self) -> None:
+        """Has each step record `lars.core.trace.QUANTITIES` (traced again), in a floatx variable each
+        (`records`, by build position), made in `build` or now if built."""
+        self.recording = True
+        if self.built and not self.records:
+            with _compat.scope(self):
+                self.records = [self.add_variable((len(self._plans),), dtype=keras.config.floatx(),
+                                                  aggregation="only_first_replica", name=q)
+                                for q in QUANTITIES]
 
     def set_lr(self, learning_rate: float) -> None:
         """Sets a constant learning rate, validated like any hyperparameter."""
@@ -184,7 +198,8 @@ class LARS(_compat.Hooks, keras.optimizers.Optimizer):
             batches.append(Batch(rule, KerasOps(dtype), [variables[p] for p in ps],
                                  [ops.cast(grads[p], dtype) for p in ps],
                                  [self.momentums[indices[p]] if rule.has_buffer else None for p in ps],
-                                 learning_rate, self.last_lr, first, ps))  # each one's place in the step
+                                 learning_rate, self.last_lr, first, ps,  # each one's place in the step
+                                 record=self.recording))
             order.extend(indices[p] for p in ps)
         step(batches, self)
         ratios = ops.concatenate([ops.cast(b.coefficients.trust_ratio, self.last_trust_ratios.dtype)
@@ -192,6 +207,9 @@ class LARS(_compat.Hooks, keras.optimizers.Optimizer):
         self.assign(self.last_trust_ratios, ops.scatter_update(self.last_trust_ratios, [[i] for i in order],
                                                                ratios))
         self.assign(self.last_lr, ops.cast(learning_rate, self.last_lr.dtype))
+        for q, v in zip(QUANTITIES, self.records if self.recording else (), strict=False):
+            values = [ops.broadcast_to(ops.cast(b.recorded[q], v.dtype), (b.rule.size,)) for b in batches]
+            self.assign(v, ops.scatter_update(v, [[i] for i in order], ops.concatenate(values)))
 
     def sums_of_squares(self, requests: Sequence[tuple[Batch, Sequence[Request]]]) -> list[list[Any]]:
         """`lars.core.step.Backend`: each batch's sums of squares for its requests."""
@@ -261,6 +279,20 @@ class LARS(_compat.Hooks, keras.optimizers.Optimizer):
                              "(optimizer.build(model.trainable_variables))")
         return {str(t.name): t.shape for t in self._plans}
 
+    def save_own_variables(self, store: Any) -> None:
+        """Keras's, less the recording's variables (the last): a `.keras` file is the same with or
+        without a `TraceCallback`, and loads into either."""
+        for i, v in enumerate(self.variables[:len(self.variables) - len(self.records)]):
+            store[str(i)] = v.numpy()
+
+    def load_own_variables(self, store: Any) -> None:
+        kept = self.variables[:len(self.variables) - len(self.records)]
+        if len(store.keys()) != len(kept):
+            super().load_own_variables(store)  # Keras's warning: nothing loaded
+            return
+        for i, v in enumerate(kept):
+            v.assign(store[str(i)])
+
     def get_config(self) -> dict[str, Any]:
         hp = self.hyperparameters
         for rule in ("exclude_from_weight_decay", "exclude_from_adaptation"):
@@ -326,3 +358,42 @@ def _tf_kernel(variable: Any, velocity: Any, g: Any, a: float, bk: Any, bl: Any,
 def _column(x: Any, n: int) -> list[Any]:
     """A coefficient per tensor: a vector unstacked once, a number or a 0-d value repeated."""
     return [x] * n if x is None or is_static(x) or len(x.shape) == 0 else list(ops.unstack(x))
+
+
+class TraceCallback(keras.callbacks.Callback):
+    """Records one step in `every` of `fit` with `LARS` into the trace file `path` (`lars.core.trace`,
+    flushed every `flush` recorded steps and at the end; a later fit goes on): per variable (by
+    path) what `LARS` records in its traced step, the learning rate, and the loss of `fit`'s logs
+    (Keras's mean over the epoch so far). With `steps_per_execution` > 1, an execution's last step."""
+
+    def __init__(self, path: str | os.PathLike[str], every: int = 1, flush: int = 100) -> None:
+        super().__init__()
+        self.path, self.every, self.flush, self.recorder = path, every, flush, Recorder(  # checks them
+            path, (), (), framework="keras", dtype="", hyperparams={}, every=every, flush=flush)
+
+    def on_train_begin(self, logs: Any = None) -> None:
+        if not isinstance(opt := self.model.optimizer, LARS):
+            raise TypeError(f"TraceCallback records lars's LARS, not {type(opt).__name__}")
+        opt.start_recording()  # (Keras's JAX trainer has built it)
+        self.model.make_train_function(force=True)
+        self.opt, self.step, self.begin = opt, int(opt.iterations.numpy()), 0
+        self.recorder.closed = False
+
+    def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
+        self.begin = batch
+
+    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+        opt, self.step = self.opt, self.step + batch - self.begin + 1
+        if not self.recorder.names:  # at the first step: the optimizer is built
+            names, shapes = zip(*((str(t.name), t.shape) for t in opt._plans), strict=True)
+            self.recorder = Recorder(self.path, names, shapes,
+                                     framework="keras", dtype=keras.config.floatx(), every=self.every,
+                                     hyperparams=opt.hyperparameters.to_dict(), flush=self.flush)
+        if self.recorder.wants(self.step - 1):
+            *values, lr = _compat.current(self, [*opt.records, opt.last_lr])
+            self.recorder.add(self.step - 1, lr, dict(zip(QUANTITIES, values, strict=True)),
+                              (logs or {}).get("loss"))
+
+    def on_train_end(self, logs: Any = None) -> None:
+        self.recorder.close()
+        self.opt.recording, self.model.train_function = False, None  # the next fit: as before

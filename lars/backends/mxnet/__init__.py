@@ -7,7 +7,7 @@ coefficients there with NumPy, and one kernel updates buffers and weights (`kern
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from lars.core.rule import Rule, at, refuse_partial_steps
 from lars.core.schedules import Schedule
 from lars.core.state import State, load_state, save_state
 from lars.core.step import Batch, step
+from lars.core.trace import QUANTITIES, Recorder
 
 #: Gluon's argument names -> the core's fields.
 GLUON_NAMES = {"learning_rate": "lr", "wd": "weight_decay", "rescale_grad": "grad_rescale",
@@ -98,6 +99,11 @@ class OneLARS(_compat.Optimizer):
         self.books: dict[int, Books] = {}  # by device id, as MXNet's update counts
         self.ratios: dict[int, float] = {}
         self._plans: dict[Any, TensorPlan] = {}
+
+    tracing: Tracing | None = None  # `record`'s, left out of `Trainer.save_states`' pickle
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in super().__getstate__().items() if k != "tracing"}
 
     @classmethod
     def from_file(cls, config: Config | str | os.PathLike[str], **options: Any) -> OneLARS:
@@ -170,13 +176,20 @@ class OneLARS(_compat.Optimizer):
         moms = [s[1] if isinstance(s, tuple) else s for s in states]
         masters = [_view(s[0]) for s in states] if isinstance(states[0], tuple) else None  # of float16
         last = [book.last_lrs.get(i) for i in indices]
+        t, trace = self.num_update - self.begin_num_update - 1, self.tracing  # the step, from 0
+        if trace is not None and (not trace.wants(t) or trace.device not in (None, weights[0].context)):
+            trace = None  # recorded: one step in `every`, the first device's update calls
         batch = Batch(rule, ops, [_view(w) for w in weights], [Lazy(_view(g)) for g in grads],
                       [None if m is None else Lazy(_view(m), -1.0) for m in moms], ops.vector(lrs),
                       None if set(last) == {None} else ops.vector([x or 0.0 for x in last]),
-                      tuple(book.steps.get(i, 0) == 0 for i in indices), book.position)
+                      tuple(book.steps.get(i, 0) == 0 for i in indices), book.position,
+                      record=trace is not None)
         batch.extra = {"masters": masters, "targets": masters or batch.weights}
         book.position += len(indices)
         step([batch], self._backend)
+        if trace is not None:
+            trace.device = weights[0].context
+            trace.take(t, self.learning_rate, batch.recorded, indices)
         for k, (i, lr) in enumerate(zip(indices, lrs, strict=True)):
             self.ratios[i] = float(at(batch.coefficients.trust_ratio, k))  # type: ignore[union-attr]
             book.last_lrs[i], book.steps[i] = lr, book.steps.get(i, 0) + 1
@@ -193,6 +206,34 @@ class OneLARS(_compat.Optimizer):
     def trust_ratios(self) -> dict[str, float]:
         """The trust ratio of each parameter (by name, else index) in its last update."""
         return {self.name_of(i) or str(i): r for i, r in self.ratios.items()}
+
+
+class Tracing(Recorder):
+    """`record`'s `Recorder`: a step's tensors reach OneLARS in several update calls (`aggregate_num`
+    each, per device); it takes the first device's, by index (`columns`), and adds the step once
+    every tensor has come, or the next step begins, or it closes (NaN: a tensor that did not)."""
+
+    columns: Mapping[int, int]
+    device: Any = None
+    open: tuple[int, float, dict[str, np.ndarray]] | None = None  # step, lr, values
+
+    def take(self, step: int, lr: float, values: Mapping[str, Any], indices: Sequence[int]) -> None:
+        if self.open and self.open[0] != step:
+            self.close_step()
+        self.open = self.open or (step, lr, {q: np.full(len(self.names), np.nan) for q in QUANTITIES})
+        for q in QUANTITIES:
+            self.open[2][q][[self.columns[i] for i in indices]] = values[q]
+        if not np.isnan(self.open[2]["weight_norm"]).any():
+            self.close_step()
+
+    def close_step(self) -> None:
+        if self.open:
+            self.add(*self.open)
+            self.open = None
+
+    def close(self) -> None:
+        self.close_step()
+        super().close()
 
 
 def _view(x: Any) -> Any:
@@ -254,3 +295,20 @@ def load(path: str | os.PathLike[str], trainer: Any) -> None:
 def clear_state(trainer: Any) -> None:
     """Forgets every buffer and step count of a `gluon.Trainer`'s OneLARS: the next step is a first."""
     import_state(State(), trainer)
+
+
+def record(trainer: Any, path: str | os.PathLike[str], every: int = 1, flush: int = 100) -> Recorder:
+    """Records one step in `every` of a `gluon.Trainer`'s OneLARS into the trace file `path`
+    (`lars.core.trace`; per parameter, by name), flushed every `flush` recorded steps and on
+    `close`. Returns the `Recorder`, a context manager: `add_loss(t, loss)` adds step t's loss
+    (t counts the Trainer's steps from 0)."""
+    if not isinstance(optimizer := trainer.optimizer, OneLARS):
+        raise TypeError(f"record() records lars's OneLARS, not {type(optimizer).__name__}")
+    _, names, weights = _compat.updaters(trainer)[0]
+    ks = sorted(weights)
+    optimizer.tracing = Tracing(path, [names[i] for i in ks], [weights[i].shape for i in ks], every=every,
+                                framework="mxnet", dtype=np.dtype(weights[ks[0]].dtype).name, flush=flush,
+                                hyperparams=optimizer.hyperparameters.to_dict(),
+                                host=lambda x: x.asnumpy() if isinstance(x, nd.NDArray) else np.asarray(x))
+    optimizer.tracing.columns = {i: k for k, i in enumerate(ks)}
+    return optimizer.tracing
