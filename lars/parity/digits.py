@@ -238,6 +238,10 @@ def reference_learner(hp: Hyperparams, params: Mapping[str, Array]) -> Learner:
         def close(self) -> None:
             pass
 
+        def record(self, path: str) -> None:
+            raise ValueError("the reference learner records nothing: lars.parity.traces.record_numpy "
+                             "records the rule on NumPy")
+
     return ReferenceLearner()
 
 
@@ -301,7 +305,8 @@ class Trace:
 
 
 def train(backend: str, hp: Hyperparams | None = None, problem: Problem | None = None,
-          dtype: str = "float64", lr_at: Callable[[int], float] | None = None) -> Trace:
+          dtype: str = "float64", lr_at: Callable[[int], float] | None = None, *,
+          trace: str | None = None, params: Mapping[str, Array] | None = None) -> Trace:
     """Trains the problem's MLP with `backend` and records its trace.
 
     Args:
@@ -311,33 +316,42 @@ def train(backend: str, hp: Hyperparams | None = None, problem: Problem | None =
       problem: `Problem()` if None.
       dtype: "float64" or "float32": of the weights, the data and every computation.
       lr_at: the learning rate of each step (`default_schedule(problem)` if None).
+      trace: a file to record every step into with the framework's recorder (`lars.core.trace`;
+        a framework backend only: `lars.parity.traces.record_numpy` records the rule on NumPy).
+      params: the initial weights (the problem's if None).
     """
     _check("backend", backend, f"one of {', '.join(BACKENDS)}", backend in BACKENDS)
     _check("dtype", dtype, f"one of {DTYPES}", dtype in DTYPES)
     hp = default_hyperparams() if hp is None else hp
     problem = Problem() if problem is None else problem
     lr_at = default_schedule(problem) if lr_at is None else lr_at
-    learner = BACKENDS[backend](hp, problem.initial_params(dtype))
-    trace = Trace(backend, dtype, learner.framework)
+    _check("trace", trace, "None for the reference backend (see lars.parity.traces)",
+           trace is None or backend != "reference")
+    start = problem.initial_params(dtype) if params is None else {
+        n: np.asarray(p, dtype) for n, p in params.items()}
+    learner = BACKENDS[backend](hp, start)
+    if trace is not None:
+        learner.record(trace)
+    run = Trace(backend, dtype, learner.framework)
     seconds = []
     try:
         for t, (x, y) in enumerate(problem.batches()):
             lr = float(lr_at(t))
             x = x.astype(dtype)
             started = time.perf_counter()
-            trace.losses.append(learner.step(x, y, lr))
+            run.losses.append(learner.step(x, y, lr))
             seconds.append(time.perf_counter() - started)
-            trace.lrs.append(lr)
-            trace.trust_ratios.append(learner.trust_ratios())
-        trace.final_params = learner.params()
+            run.lrs.append(lr)
+            run.trust_ratios.append(learner.trust_ratios())
+        run.final_params = learner.params()
     finally:
         learner.close()
     x_test, y_test = problem.test_set()
-    predicted = forward(trace.final_params, x_test.astype(dtype))[-1].argmax(axis=1)
-    trace.test_accuracy = float(np.mean(predicted == y_test))
-    trace.first_step_seconds = seconds[0]
-    trace.seconds_per_step = float(np.median(seconds[1:] or seconds))
-    return trace
+    predicted = forward(run.final_params, x_test.astype(dtype))[-1].argmax(axis=1)
+    run.test_accuracy = float(np.mean(predicted == y_test))
+    run.first_step_seconds = seconds[0]
+    run.seconds_per_step = float(np.median(seconds[1:] or seconds))
+    return run
 
 
 def compare(trace: Trace, reference_trace: Trace) -> dict[str, Any]:

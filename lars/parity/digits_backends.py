@@ -31,6 +31,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from lars.core.hyperparams import Hyperparams
+from lars.core.trace import QUANTITIES, Recorder
 
 Array = np.ndarray
 
@@ -50,7 +51,11 @@ class Learner(Protocol):
         """The current parameters as NumPy arrays, by the problem's names."""
 
     def close(self) -> None:
-        """Restores any global setting the learner changed."""
+        """Restores any global setting the learner changed, and closes a recording."""
+
+    def record(self, path: str) -> None:
+        """Records every following step into the trace file `path` (`lars.core.trace`), with the
+        framework's own recorder, until `close`."""
 
 
 Factory = Callable[[Hyperparams, Mapping[str, Array]], Learner]
@@ -86,6 +91,8 @@ def torch_learner(hp: Hyperparams, params: Mapping[str, Array]) -> Learner:
 
     class TorchLearner:
         framework = f"torch {torch.__version__}"
+        recorder: Any = None
+        t = 0
 
         def step(self, x: Array, y: Array, lr: float) -> float:
             optimizer.zero_grad()
@@ -93,7 +100,13 @@ def torch_learner(hp: Hyperparams, params: Mapping[str, Array]) -> Learner:
             loss.backward()  # type: ignore[no-untyped-call]
             optimizer.set_lr(lr)
             optimizer.step()
+            if self.recorder is not None:
+                self.recorder.add_loss(self.t, loss.detach())
+            self.t += 1
             return float(loss.detach())
+
+        def record(self, path: str) -> None:
+            self.recorder = optimizer.record(path)
 
         def trust_ratios(self) -> dict[str, float]:
             return optimizer.trust_ratios()
@@ -102,7 +115,8 @@ def torch_learner(hp: Hyperparams, params: Mapping[str, Array]) -> Learner:
             return {n: w.detach().numpy().copy() for n, w in weights.items()}
 
         def close(self) -> None:
-            pass
+            if self.recorder is not None:
+                self.recorder.close()
 
     return TorchLearner()
 
@@ -116,7 +130,8 @@ def jax_learner(hp: Hyperparams, params: Mapping[str, Array]) -> Learner:
 
     from lars.backends.jax import lars
 
-    tx = optax.inject_hyperparams(lars)(learning_rate=hp.lr, hyperparameters=hp)
+    tx = optax.inject_hyperparams(lars, static_args=("record",))(learning_rate=hp.lr, hyperparameters=hp,
+                                                                 record=True)
     layers = layer_names(params)
 
     def loss_fn(w: dict[str, Any], x: Any, y: Any) -> Any:
@@ -138,12 +153,18 @@ def jax_learner(hp: Hyperparams, params: Mapping[str, Array]) -> Learner:
         def __init__(self) -> None:
             self.w = {n: jnp.asarray(p) for n, p in params.items()}
             self.state = tx.init(self.w)
+            self.recorder: Any = None
 
         def step(self, x: Array, y: Array, lr: float) -> float:
             hyper = self.state.hyperparams
             hyper["learning_rate"] = jnp.asarray(lr, hyper["learning_rate"].dtype)
             self.w, self.state, loss = train_step(self.w, self.state, jnp.asarray(x), jnp.asarray(y))
+            if self.recorder is not None:
+                self.recorder.add_state(self.state, loss)
             return float(loss)
+
+        def record(self, path: str) -> None:
+            self.recorder = lars(hp.lr, hyperparameters=hp, record=True).recorder(path, self.w)
 
         def trust_ratios(self) -> dict[str, float]:
             return {n: float(r) for n, r in self.state.inner_state.trust_ratios.items()}
@@ -152,7 +173,8 @@ def jax_learner(hp: Hyperparams, params: Mapping[str, Array]) -> Learner:
             return {n: np.asarray(p) for n, p in self.w.items()}
 
         def close(self) -> None:
-            pass
+            if self.recorder is not None:
+                self.recorder.close()
 
     return JaxLearner()
 
@@ -184,10 +206,25 @@ def keras_learner(hp: Hyperparams, params: Mapping[str, Array]) -> Learner:
 
     class KerasLearner:
         framework = f"keras {keras.__version__} on {backend} {version}"
+        recorder: Any = None
+        t = 0
 
         def step(self, x: Array, y: Array, lr: float) -> float:
             optimizer.learning_rate = lr
-            return float(model.train_on_batch(x, y))
+            loss = float(model.train_on_batch(x, y))
+            if self.recorder is not None:  # `train_on_batch` runs no callback: the optimizer's records
+                values = dict(zip(QUANTITIES, (keras.ops.convert_to_numpy(v) for v in optimizer.records),
+                                  strict=True))
+                self.recorder.add(self.t, lr, values, loss)
+            self.t += 1
+            return loss
+
+        def record(self, path: str) -> None:
+            optimizer.start_recording()
+            model.make_train_function(force=True)
+            self.recorder = Recorder(path, [v.path for v in model.trainable_variables],
+                                     [tuple(v.shape) for v in model.trainable_variables], framework="keras",
+                                     dtype=dtype, hyperparams=hp.to_dict())
 
         def trust_ratios(self) -> dict[str, float]:
             return optimizer.trust_ratios()  # type: ignore[no-any-return]
@@ -196,6 +233,8 @@ def keras_learner(hp: Hyperparams, params: Mapping[str, Array]) -> Learner:
             return {v.path: keras.ops.convert_to_numpy(v) for v in model.trainable_variables}
 
         def close(self) -> None:
+            if self.recorder is not None:
+                self.recorder.close()
             restore()
 
     return KerasLearner()
@@ -253,6 +292,8 @@ def mxnet_learner(hp: Hyperparams, params: Mapping[str, Array]) -> Learner:
 
     class MxnetLearner:
         framework = f"mxnet {mx.__version__}"
+        recorder: Any = None
+        t = 0
 
         def step(self, x: Array, y: Array, lr: float) -> float:
             xb, yb = nd.array(x, dtype=dtype), nd.array(y, dtype=dtype)
@@ -261,7 +302,15 @@ def mxnet_learner(hp: Hyperparams, params: Mapping[str, Array]) -> Learner:
             losses.backward()
             trainer.set_learning_rate(lr)
             trainer.step(len(x))
+            if self.recorder is not None:
+                self.recorder.add_loss(self.t, losses.mean())
+            self.t += 1
             return float(losses.mean().asscalar())
+
+        def record(self, path: str) -> None:
+            from lars.backends.mxnet import record
+
+            self.recorder = record(trainer, path)
 
         def trust_ratios(self) -> dict[str, float]:
             return trainer.optimizer.trust_ratios()  # type: ignore[no-any-return]
@@ -270,7 +319,8 @@ def mxnet_learner(hp: Hyperparams, params: Mapping[str, Array]) -> Learner:
             return {n: w.data().asnumpy() for n, w in weights.items()}
 
         def close(self) -> None:
-            pass
+            if self.recorder is not None:
+                self.recorder.close()
 
     return MxnetLearner()
 

@@ -59,3 +59,47 @@ def record_numpy(path: str | os.PathLike[str], hp: Hyperparams | None = None, pr
             if b.record:
                 recorder.add(t, lr, {q: b.recorded[q] for q in QUANTITIES}, loss=loss)
     return Path(path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m lars.parity.traces BACKEND OUT`: the digits MLP trained by BACKEND (numpy: the
+    core's rule; torch, jax, keras, mxnet: their adapters) with the shipped MLPerf file's
+    hyperparameters and schedule (or `--config`), recorded into the trace file OUT."""
+    import argparse
+
+    from lars.core.config import default_config, load_config
+    from lars.core.fields import SETTINGS
+    from lars.core.flavors import hyperparams
+    from lars.core.policy import Exclude
+    from lars.parity.digits import train
+    from lars.parity.training import compressed
+
+    parser = argparse.ArgumentParser(prog="python -m lars.parity.traces")
+    parser.add_argument("backend", choices=["numpy", "torch", "jax", "keras", "mxnet"])
+    parser.add_argument("out", help="the trace file to write")
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+    parser.add_argument("--config", help="a hyperparameter file (default: the shipped MLPerf one)")
+    parser.add_argument("--flavor", help="a port's mistake: this flavor's rule, the file's settings")
+    parser.add_argument("--exclude-nothing", action="store_true",
+                        help="a port's mistake: no tensor excluded from weight decay or adaptation")
+    parser.add_argument("--init-seed", type=int, help="a port's mistake: the weights drawn with this seed")
+    args = parser.parse_args(argv)
+    config = default_config() if args.config is None else load_config(args.config)
+    hp = config.hyperparams
+    if args.flavor:
+        hp = hyperparams(args.flavor, **{k: getattr(hp, k) for k in SETTINGS})
+    if args.exclude_nothing:
+        hp = hp.replace(exclude_from_weight_decay=Exclude(), exclude_from_adaptation=Exclude())
+    problem = Problem(steps=args.steps)
+    lr_at = compressed(config.lr_schedule(), problem.steps)
+    params = None if args.init_seed is None else Problem(seed=args.init_seed).initial_params(args.dtype)
+    if args.backend == "numpy":
+        record_numpy(args.out, hp, problem, args.dtype, params=params, lr_at=lr_at)
+    else:
+        train(args.backend, hp, problem, args.dtype, lr_at, trace=args.out, params=params)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

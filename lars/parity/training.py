@@ -19,13 +19,15 @@ step `t * length / steps`, so the problem sees the schedule's whole shape (warm-
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from lars.core.config import Config
 from lars.core.schedules import Constant, Schedule, WarmupCosine, WarmupPolynomial
-from lars.parity.progress import Progress
+
+if TYPE_CHECKING:
+    from lars.parity.progress import Progress
 
 
 def schedule_length(schedule: Schedule) -> int:
@@ -58,6 +60,7 @@ def run(config: Config, dtypes: Sequence[str] = ("float64", "float32"),
     """Traces of every available backend (or of `backends`) and the reference, each compared
     with the reference of its dtype, for the report's JSON."""
     from lars.parity import digits
+    from lars.parity.progress import Progress  # rich: the report's extra, not the schedules'
 
     problem = digits.Problem()
     reasons = digits.available()
