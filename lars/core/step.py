@@ -111,7 +111,7 @@ def record(b: Batch, backend: Backend) -> None:
     assert c is not None
     request, divisor = b.rule.update_request(ops, b.weights, b.prepared, b.buffers, c)
     moved = take_norms([(b, [request])], backend)[0][0]
-    b.recorded.update(trust_ratio=c.trust_ratio, update_norm=moved / ops.sqrt(divisor * divisor),
+    b.recorded.update(trust_ratio=c.trust_ratio, update_norm=moved / abs(divisor),
                       weight_decay=ops.vector([c.decay] * n) if is_static(c.decay) else
                       ops.vector(c.decay) if isinstance(c.decay, (list, tuple)) else c.decay,
                       adapted=ops.vector([1.0 if a else 0.0 for a in b.rule.adapt]))
