@@ -147,7 +147,7 @@ class LARS(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        batches, stepped, number = [], list[tuple[Tensor, str, TensorGroup, int, float]](), 0
+        batches, stepped, count = [], list[tuple[Tensor, str, TensorGroup, int, float]](), 0
         for number, group in enumerate(self.param_groups):
             hp, kinds = self.group_hyperparams(group), dict[Any, TensorGroup]()
             for position, (p, tensor) in enumerate(zip(group["params"], self._plan(group, hp), strict=True)):
@@ -157,7 +157,7 @@ class LARS(torch.optim.Optimizer):
                     raise RuntimeError(f"LARS does not support sparse gradients (parameter "
                                        f"{tensor.name or position}): use a dense embedding gradient")
                 w, state = self._weights(p), self.state.get(p, {})
-                number = max(number, state.get("step", 0))
+                count = max(count, state.get("step", 0))
                 check_step_tensors(tensor.name or f"{number}.{position}", p, w, state.get("momentum_buffer"))
                 t = kinds.setdefault((w.device, w.dtype), TensorGroup([], [], [], [], state.get("last_lr"),
                                                                        []))
@@ -166,13 +166,13 @@ class LARS(torch.optim.Optimizer):
             path = functional.path_of(group["foreach"], group["fused"])
             batches += [functional.batch(hp, t, hp.lr, path) for t in kinds.values()]
         rec = self._recorder = None if self._recorder is None or self._recorder.closed else self._recorder
-        for b in batches if rec is not None and rec.wants(number) else ():
+        for b in batches if rec is not None and rec.wants(count) else ():
             b.record = True
         functional.run(batches)  # raises, with nothing changed, where fused=True cannot be
         if rec is not None and batches and batches[0].record:  # one value per name, kept on device
             slot = {name: k for k, name in enumerate(rec.names)}
             where = [slot[stepped[k][1]] for b in batches for k in b.extra["group"].position]
-            rec.add(number, stepped[0][4], {q: ([b.recorded[q] for b in batches], where, len(slot))
+            rec.add(count, stepped[0][4], {q: ([b.recorded[q] for b in batches], where, len(slot))
                                             for q in QUANTITIES})
         self._trust_ratios.clear()
         for p, name, t, i, lr in stepped:
