@@ -183,7 +183,7 @@ class Kernel:
             for k, (i, s) in enumerate(zip(batch.extra["leaves"], moved, strict=True)):
                 self.updates[i] = (jnp.zeros(w[k].shape) if s is None else -s).astype(self.dtypes[i])
                 self.buffers[i], self.ratios[i] = v[k], at(c.trust_ratio, k)
-            if batch.record:  # the core reads the new weights (XLA drops them where it does not record)
+            if batch.record is not False:  # the core reads the new weights (XLA drops them if unused)
                 batch.weights = [x if s is None else x - s for x, s in zip(w, moved, strict=True)]
 
 
@@ -395,28 +395,21 @@ def lars(learning_rate: float | Schedule | None = None, flavor: str | None = Non
         dtypes, groups = [compute_dtype(x) for x in w], dict[Any, list[int]]()
         for i, dtype in enumerate(dtypes):
             groups.setdefault(dtype, []).append(i)
-
-        def run(recording: bool) -> tuple[list[Any], list[Any], list[Any], Any]:  # twice under a cond
-            batches = [Batch(Rule(resolved, [plans[i] for i in ix]), JaxOps(dtypes[ix[0]]),
-                             [w[i].astype(dtypes[i]) for i in ix], [g[i].astype(dtypes[i]) for i in ix],
-                             [v[i] for i in ix], lr, last_lr=state.last_lr, first=state.count == 0,
-                             position=ix, numbers=inputs, extra={"leaves": ix}, record=recording)
-                       for ix in groups.values()]
-            step(batches, kernel := Kernel(axes_of, [x.dtype for x in w], list(v)))
-            values = blank = nothing(params)
-            if recording:  # one vector per quantity, in the leaves' order
-                order = np.argsort([i for ix in groups.values() for i in ix])
-                values = {q: jnp.concatenate([b.recorded[q].astype(blank[q].dtype) for b in batches])[order]
-                          for q in QUANTITIES}
-            return kernel.updates, kernel.buffers, kernel.ratios, values
-
-        every = int(record)
-        updates, buffers, ratios, values = run(every == 1) if every <= 1 else jax.lax.cond(
-            state.count % every == 0, lambda: run(True), lambda: run(False))
-        return treedef.unflatten(updates), LarsState(
+        every = int(record)  # each k-th update records (the others skip ||Δw||: NaN in the state)
+        gate = every == 1 or (every > 1 and state.count % every == 0)
+        batches = [Batch(Rule(resolved, [plans[i] for i in ix]), JaxOps(dtypes[ix[0]]),
+                         [w[i].astype(dtypes[i]) for i in ix], [g[i].astype(dtypes[i]) for i in ix],
+                         [v[i] for i in ix], lr, last_lr=state.last_lr, first=state.count == 0,
+                         position=ix, numbers=inputs, extra={"leaves": ix}, record=gate)
+                   for ix in groups.values()]
+        step(batches, kernel := Kernel(axes_of, [x.dtype for x in w], v))
+        order, wide = np.argsort([i for ix in groups.values() for i in ix]), jnp.result_type(float)
+        values = {q: jnp.where(gate, jnp.concatenate([b.recorded[q].astype(wide) for b in batches])[order],
+                               jnp.nan) for q in QUANTITIES} if every else None
+        return treedef.unflatten(kernel.updates), LarsState(
             optax.safe_int32_increment(state.count),
-            None if state.momentum is None else treedef.unflatten(buffers),
-            jnp.asarray(lr, state.last_lr.dtype), treedef.unflatten(ratios), values)
+            None if state.momentum is None else treedef.unflatten(kernel.buffers),
+            jnp.asarray(lr, state.last_lr.dtype), treedef.unflatten(kernel.ratios), values)
 
     tx = Lars(init_fn, update_fn)
     tx.hyperparameters, tx.arguments = hp, arguments
