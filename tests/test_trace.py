@@ -137,3 +137,19 @@ def test_a_file_that_is_not_a_trace_is_refused(tmp_path):  # type: ignore[no-unt
     np.savez(other, header=np.array(json.dumps({"format": "lars-trace", "version": 2})))
     with pytest.raises(TraceError, match="trace version 2 is not 1"):
         load_trace(other)
+
+
+def test_values_and_losses_are_read_on_the_host_only_at_a_flush(tmp_path):  # type: ignore[no-untyped-def]
+    read = []
+
+    def host(x):  # type: ignore[no-untyped-def]
+        read.append(x)
+        return np.asarray(x)
+
+    rec = Recorder(tmp_path / "t.npz", ["a"], [(1,)], framework="x", dtype="float64", hyperparams={},
+                   host=host)
+    rec.add(0, 0.1, {q: np.ones(1) for q in QUANTITIES})
+    rec.add_loss(0, 2.5)
+    assert read == []  # a device's values would still be on the device
+    rec.close()
+    assert load_trace(tmp_path / "t.npz").loss.tolist() == [2.5]
