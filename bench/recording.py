@@ -1,14 +1,15 @@
 """What recording a trace costs (issue 19): the adapter against itself recording one step in k.
 
-    python -m bench.recording --backend torch [--every 1 2 5 10] [--pairs 100] [--threads 1]
+    python -m bench.recording --backend torch [--every 1 2 5 10] [--blocks 30] [--threads 1]
 
 On one parameter set (ResNet-50 by default), float32, the adapter (A) and the adapter recording
-one step in k (B, the backend module's `recording(k)`) are stepped alternately, A B B A A B ...,
-so that a machine whose load drifts slows both alike; the ratio is B's total time over A's over
-all pairs, which amortises the recorded steps over the others (`bench.run` times medians, which
-would hide them). Process CPU time beside wall time: on a shared machine, the steady one.
-`--threads`: the framework's intra-op threads (torch.set_num_threads; XLA's CPU flags for JAX),
-its default if not given.
+one step in k (B, the backend module's `recording(k)`) are stepped in blocks of k steps (one of
+B's recorded), alternately, A B B A A B ..., so that a machine whose load drifts slows both
+alike. A block's ratio is B's time over A's (the recorded step amortised over the k, which
+`bench.run`'s medians would hide); the median over the blocks, and its quartiles, are robust to
+the bursts of a shared machine. Process CPU time beside wall time: on a shared machine, the
+steady one. `--threads`: the framework's intra-op threads (torch.set_num_threads; XLA's CPU
+flags for JAX), its default if not given.
 """
 
 from __future__ import annotations
@@ -16,26 +17,37 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import statistics
 import time
 from collections.abc import Sequence
 
-from bench.common import random_tensors
+from bench.common import Step, random_tensors
 from bench.shapes import SETS
 
 
-def pairs_ratio(a, b, pairs: int) -> tuple[float, float, float, float]:  # type: ignore[no-untyped-def]
-    """Mean ms per step of A and B (CPU time), and the ratios B/A of CPU and wall time."""
-    for _ in range(2):
+def block_ratios(a: Step, b: Step, every: int, blocks: int) -> dict[str, list[float]]:
+    """Per block of `every` steps: A's and B's ms per step (CPU time), and B/A in CPU and wall time."""
+    for _ in range(every):  # B's next step is a recorded one, as at the start of every block
         a()
         b()
-    wall, cpu = [0.0, 0.0], [0.0, 0.0]
-    for i in range(pairs):
+    out: dict[str, list[float]] = {"a": [], "b": [], "cpu": [], "wall": []}
+    for i in range(blocks):
+        wall, cpu = [0.0, 0.0], [0.0, 0.0]
         for k in (0, 1) if i % 2 == 0 else (1, 0):
             start, cpu_start = time.perf_counter(), time.process_time()
-            (a, b)[k]()
-            wall[k] += time.perf_counter() - start
-            cpu[k] += time.process_time() - cpu_start
-    return cpu[0] / pairs * 1e3, cpu[1] / pairs * 1e3, cpu[1] / cpu[0], wall[1] / wall[0]
+            for _ in range(every):
+                (a, b)[k]()
+            wall[k], cpu[k] = time.perf_counter() - start, time.process_time() - cpu_start
+        out["a"].append(cpu[0] / every * 1e3)
+        out["b"].append(cpu[1] / every * 1e3)
+        out["cpu"].append(cpu[1] / cpu[0])
+        out["wall"].append(wall[1] / wall[0])
+    return out
+
+
+def shown(values: list[float]) -> str:
+    q1, median, q3 = statistics.quantiles(values, n=4)
+    return f"{median:.3f} [{q1:.3f}, {q3:.3f}]"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -43,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--backend", choices=["torch", "jax"], required=True)
     parser.add_argument("--set", default="resnet50", choices=list(SETS))
     parser.add_argument("--every", type=int, nargs="+", default=[1, 2, 5, 10])
-    parser.add_argument("--pairs", type=int, default=100)
+    parser.add_argument("--blocks", type=int, default=30)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
     if args.threads is not None and args.backend == "jax":  # read when jax starts
@@ -55,12 +67,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
     tensors = random_tensors(SETS[args.set]())
-    print(f"{args.backend}: {args.set} float32, {args.pairs} A/B pairs, threads {args.threads or 'default'}")
-    print("  every   adapter ms   recording ms   ratio (CPU time)   ratio (wall time)")
+    print(f"{args.backend}: {args.set} float32, {args.blocks} A/B blocks of k steps, threads "
+          f"{args.threads or 'default'}; ratios: median [quartiles] over the blocks")
+    print("      k   adapter ms   recording ms   ratio (CPU time)         ratio (wall time)")
     for every in args.every:
         a, b = module.ours(tensors, "float32"), module.recording(every)(tensors, "float32")
-        ms_a, ms_b, cpu, wall = pairs_ratio(a, b, args.pairs)
-        print(f"  {every:>5}   {ms_a:10.2f}   {ms_b:12.2f}   {cpu:16.3f}   {wall:17.3f}", flush=True)
+        r = block_ratios(a, b, every, args.blocks)
+        print(f"  {every:>5}   {statistics.median(r['a']):10.2f}   {statistics.median(r['b']):12.2f}   "
+              f"{shown(r['cpu']):<24} {shown(r['wall'])}", flush=True)
         del a, b
     return 0
 

@@ -100,7 +100,9 @@ def test_leaves_of_two_dtypes_are_recorded_in_the_leaves_order(tmp_path):  # typ
 def test_every_k_records_one_update_in_k(tmp_path, record, every, steps):  # type: ignore[no-untyped-def]
     tx, _ = transformation(record)
     with tx.recorder(tmp_path / "t.npz", params(), every=every) as rec:
-        _, _, _, rows = trained(record, 8, recorder=rec)
+        _, _, state, rows = trained(record, 8, recorder=rec)
+    last = lars.backends.jax.find(state).record  # of update 7: recorded by record=True only
+    assert all(np.isnan(last[q]).all() != (record is True) for q in QUANTITIES)
     trace = load_trace(tmp_path / "t.npz")
     np.testing.assert_array_equal(trace.step, steps)
     want = [rows[t]["update_norm"] for t in steps]
