@@ -2,24 +2,33 @@
 
 Each variant is one jitted function `(params, state, grads) -> (params, state)` (update and
 apply_updates, no buffer donation: jax.jit's default; donation slows optax.lars down on CPU),
-timed to `block_until_ready`.
+timed to `block_until_ready`. `lars paper recording` is the adapter made with `record=True`, its
+recorder fed by the state after every update (issue 19: its cost beside the adapter; one update
+in k, `record=k`: `bench.recording`).
 """
 
 from __future__ import annotations
 
+import itertools
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from bench.common import Backend, Step, Target, Tensors
+from bench.common import Backend, Factory, Step, Target, Tensors
 from lars.backends.jax import lars
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+#: Where the recording variants write their traces (removed when the process ends).
+TRACES, NUMBER = tempfile.TemporaryDirectory(prefix="lars-bench-traces-"), itertools.count()
 
 
-def runner(tx: optax.GradientTransformation, tensors: Tensors, dtype: str) -> Step:
+def runner(tx: optax.GradientTransformation, tensors: Tensors, dtype: str,
+           after: Callable[[Any], None] = lambda state: None) -> Step:
     params = {name: jnp.asarray(w, DTYPES[dtype]) for name, w, _ in tensors}
     grads = {name: jnp.asarray(g, DTYPES[dtype]) for name, _, g in tensors}
 
@@ -32,6 +41,7 @@ def runner(tx: optax.GradientTransformation, tensors: Tensors, dtype: str) -> St
 
     def run() -> None:
         box["p"], box["s"] = step(box["p"], box["s"], grads)
+        after(box["s"])
         jax.block_until_ready(box["p"])
     return run
 
@@ -48,10 +58,21 @@ def ours(tensors: Tensors, dtype: str) -> Step:
     return runner(lars(0.1, "paper", weight_decay=1e-4, momentum=0.9), tensors, dtype)
 
 
+def recording(every: int) -> Factory:
+    """The adapter recording one update in `every` (flushed every 100 recorded updates)."""
+    def factory(tensors: Tensors, dtype: str) -> Step:
+        tx = lars(0.1, "paper", weight_decay=1e-4, momentum=0.9, record=every)
+        params = {name: jnp.zeros(w.shape, DTYPES[dtype]) for name, w, _ in tensors}
+        recorder = tx.recorder(Path(TRACES.name) / f"{next(NUMBER)}.npz", params)
+        return runner(tx, tensors, dtype, recorder.add_state)
+    return factory
+
+
 def backend() -> Backend:
     return Backend(
         name="jax",
         versions={"jax": jax.__version__, "optax": optax.__version__, "device": jax.devices()[0].platform},
-        variants={"optax sgd+wd": sgd, "optax.lars": peer, "lars paper": ours},
+        variants={"optax sgd+wd": sgd, "optax.lars": peer, "lars paper": ours,
+                  "lars paper recording": recording(1)},
         targets=(Target("lars paper", "optax.lars", 0.6),),
     )

@@ -2,19 +2,27 @@
 and pytorch_optimizer's LARS, all eager `optimizer.step()` on CPU tensors with set gradients.
 
 `lars paper` is the adapter as a user gets it (default path: the fused kernel, bfloat16
-through float32 chunks). Buffers are in the parameters' dtype except the adapter's, which
-keeps bfloat16 momentum in float32.
+through float32 chunks); `lars paper recording` is the same recording every step into a trace
+(`LARS.record`, issue 19: its cost beside the adapter; one step in k: `bench.recording`).
+Buffers are in the parameters' dtype except the adapter's, which keeps bfloat16 momentum in
+float32.
 """
 
 from __future__ import annotations
 
+import itertools
+import tempfile
+from pathlib import Path
+
 import pytorch_optimizer
 import torch
 
-from bench.common import Backend, Step, Target, Tensors
+from bench.common import Backend, Factory, Step, Target, Tensors
 from lars.backends.torch import LARS
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+#: Where the recording variants write their traces (removed when the process ends).
+TRACES, NUMBER = tempfile.TemporaryDirectory(prefix="lars-bench-traces-"), itertools.count()
 
 
 def parameters(tensors: Tensors, dtype: str) -> list[torch.nn.Parameter]:
@@ -54,6 +62,16 @@ def ours(tensors: Tensors, dtype: str) -> Step:
     return LARS(named, lr=0.1, flavor="paper", momentum=0.9, weight_decay=1e-4).step  # type: ignore[return-value]
 
 
+def recording(every: int) -> Factory:
+    """The adapter recording one step in `every` (flushed every 100 recorded steps)."""
+    def factory(tensors: Tensors, dtype: str) -> Step:
+        named = [(name, p) for (name, _, _), p in zip(tensors, parameters(tensors, dtype), strict=True)]
+        opt = LARS(named, lr=0.1, flavor="paper", momentum=0.9, weight_decay=1e-4)
+        opt.record(Path(TRACES.name) / f"{next(NUMBER)}.npz", every=every)
+        return opt.step  # type: ignore[return-value]
+    return factory
+
+
 def backend() -> Backend:
     from importlib.metadata import version
 
@@ -62,7 +80,7 @@ def backend() -> Backend:
         versions={"torch": torch.__version__, "pytorch_optimizer": version("pytorch_optimizer"),
                   "threads": str(torch.get_num_threads())},
         variants={"torch SGD foreach": sgd, "torch SGD fused": sgd_fused, "pytorch_optimizer LARS": peer,
-                  "lars paper": ours},
+                  "lars paper": ours, "lars paper recording": recording(1)},
         targets=(Target("lars paper", "torch SGD foreach", 1.0),
                  Target("lars paper", "pytorch_optimizer LARS", 0.5)),
     )

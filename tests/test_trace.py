@@ -12,12 +12,23 @@ import lars
 from lars.conformance.rule_driver import NumpyBackend
 from lars.core.policy import plan
 from lars.core.rule import Rule
-from lars.core.step import Batch, step
+from lars.core.step import Batch, jobs, step
 from lars.core.trace import QUANTITIES, Recorder, Trace, TraceError, load_trace, save_trace
 from lars.core.xp import Ops
 
 
-def recorded_step(flavor: str, **overrides):  # type: ignore[no-untyped-def]
+class CountingBackend(NumpyBackend):
+    """The NumPy backend, counting the sums of squares it takes (one pass over a tensor each)."""
+
+    def __init__(self) -> None:
+        self.sums = 0
+
+    def sums_of_squares(self, requests):  # type: ignore[no-untyped-def]
+        self.sums += sum(len(jobs(r)) for _, r in requests)
+        return super().sums_of_squares(requests)
+
+
+def recorded_step(flavor: str, record=True, backend=None, **overrides):  # type: ignore[no-untyped-def]
     hp = lars.hyperparams(flavor, lr=0.1, **{"momentum": 0.9, "weight_decay": 1e-2, **overrides})
     rng = np.random.default_rng(0)
     ws = [rng.standard_normal((4, 3)), rng.standard_normal(3)]
@@ -25,8 +36,8 @@ def recorded_step(flavor: str, **overrides):  # type: ignore[no-untyped-def]
     buffers = [rng.standard_normal((4, 3)) * 0.1, rng.standard_normal(3) * 0.1]
     before = [w.copy() for w in ws]
     rule = Rule(hp, plan(hp, [("fc_weight", (4, 3)), ("fc_bias", (3,))]))
-    b = Batch(rule, Ops(np.float64), ws, gs, buffers, 0.1, last_lr=0.1, first=(False, False), record=True)
-    step([b], NumpyBackend())
+    b = Batch(rule, Ops(np.float64), ws, gs, buffers, 0.1, last_lr=0.1, first=(False, False), record=record)
+    step([b], backend or NumpyBackend())
     return b, before, gs
 
 
@@ -54,6 +65,32 @@ def test_mxnet_excludes_the_bias_and_its_weight_decay():
     np.testing.assert_array_equal(b.recorded["adapted"], [1.0, 0.0])
     np.testing.assert_array_equal(b.recorded["weight_decay"], [1e-2, 0.0])
     assert b.recorded["trust_ratio"][1] == 1.0
+
+
+@pytest.mark.parametrize("flavor,overrides,extra", [("paper", {}, 2), ("paper", {"grad_rescale": 0.5}, 2),
+                                                    ("mxnet", {}, 6)])
+def test_recording_takes_again_only_the_norms_the_step_did_not_take(flavor, overrides, extra):  # type: ignore
+    """The paper's rule takes ||w|| and ||κ₀·g|| of every tensor: recording adds the ||Δw|| of each
+    (2 passes); MXNet's adapts only the weight: ||w||, ||g|| and ||Δw|| of both (6)."""
+    plain, recorded = CountingBackend(), CountingBackend()
+    recorded_step(flavor, False, plain, **overrides)
+    b, _, grads = recorded_step(flavor, True, recorded, **overrides)
+    assert recorded.sums - plain.sums == extra
+    scale = overrides.get("grad_rescale", 1.0)
+    want = [scale * np.linalg.norm(g) for g in grads]
+    np.testing.assert_allclose(b.recorded["grad_norm"], want, rtol=1e-14)
+
+
+def test_a_gate_known_when_the_step_runs_records_the_change_only_where_it_holds():  # type: ignore
+    """A traced gate (JAX's one update in k): ||Δw|| taken in `Ops.cond`, 0 where it does not hold."""
+    on, _, _ = recorded_step("paper", np.bool_(True))
+    off, _, _ = recorded_step("paper", np.bool_(False))
+    np.testing.assert_array_equal(off.recorded["update_norm"], [0.0, 0.0])
+    assert (on.recorded["update_norm"] > 0).all()
+    for q in ("weight_norm", "grad_norm", "trust_ratio"):
+        np.testing.assert_array_equal(on.recorded[q], off.recorded[q])
+    for a, b in zip(on.weights, off.weights, strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_a_recorder_writes_the_whole_trace_every_flush_and_reads_back(tmp_path):  # type: ignore[no-untyped-def]
@@ -100,3 +137,19 @@ def test_a_file_that_is_not_a_trace_is_refused(tmp_path):  # type: ignore[no-unt
     np.savez(other, header=np.array(json.dumps({"format": "lars-trace", "version": 2})))
     with pytest.raises(TraceError, match="trace version 2 is not 1"):
         load_trace(other)
+
+
+def test_values_and_losses_are_read_on_the_host_only_at_a_flush(tmp_path):  # type: ignore[no-untyped-def]
+    read = []
+
+    def host(x):  # type: ignore[no-untyped-def]
+        read.append(x)
+        return np.asarray(x)
+
+    rec = Recorder(tmp_path / "t.npz", ["a"], [(1,)], framework="x", dtype="float64", hyperparams={},
+                   host=host)
+    rec.add(0, 0.1, {q: np.ones(1) for q in QUANTITIES})
+    rec.add_loss(0, 2.5)
+    assert read == []  # a device's values would still be on the device
+    rec.close()
+    assert load_trace(tmp_path / "t.npz").loss.tolist() == [2.5]

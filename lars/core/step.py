@@ -47,8 +47,9 @@ class Batch:
     coefficients: Coefficients | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     #: Whether to record this step (`lars.core.trace`): `recorded` then holds, per quantity, one
-    #: value per tensor (the backend's arrays: read them on the host when it suits).
-    record: bool = False
+    #: value per tensor (the backend's arrays: read them on the host when it suits). A traced
+    #: boolean records where it holds (`||Δw||` taken in an `Ops.cond`, 0 where it does not).
+    record: Any = False
     recorded: dict[str, Any] = field(default_factory=dict)
 
 
@@ -78,14 +79,17 @@ def step(batches: Sequence[Batch], backend: Backend) -> None:
         gamma = first.rule.clip_factor(first.ops, global_norm(first.ops, found))
     asked = [b.rule.norm_requests(b.weights, b.grads, b.prepared, b.ops.scalar(gamma), b.numbers)
              for b in batches]
-    norms = take_norms([(b, [*rs, *(b.rule.record_requests(b.weights, b.grads) if b.record else ())])
-                        for b, rs in zip(batches, asked, strict=True)], backend)
-    for b, rs, found in zip(batches, asked, norms, strict=True):
+    wanted = [b.rule.record_requests(b.weights, b.grads) if b.record is not False else [] for b in batches]
+    more = [[r for r in ws if covering(rs, r) is None] for rs, ws in zip(asked, wanted, strict=True)]
+    norms = take_norms([(b, [*rs, *m]) for b, rs, m in zip(batches, asked, more, strict=True)], backend)
+    for b, rs, ws, found in zip(batches, asked, wanted, norms, strict=True):
         b.coefficients = b.rule.coefficients(b.ops, found[:len(rs)], b.lr, gamma=b.ops.scalar(gamma),
                                              last_lr=b.last_lr, first=b.first, position=b.position,
                                              numbers=b.numbers)
-        if b.record:
-            b.recorded = dict(zip(("weight_norm", "grad_norm"), found[len(rs):], strict=True))
+        if b.record is not False:  # ||w|| and ||g||: the rule's own where it took the same
+            own = iter(found[len(rs):])
+            b.recorded = {q: found[k] if (k := covering(rs, r)) is not None else next(own)
+                          for q, r in zip(("weight_norm", "grad_norm"), ws, strict=True)}
         if check := getattr(backend, "check", None):
             check(b, b.coefficients)
     for b in batches:
@@ -100,8 +104,17 @@ def step(batches: Sequence[Batch], backend: Backend) -> None:
         else:
             backend.update(b, c)
         b.coefficients = c
-        if b.record:
+        if b.record is not False:
             record(b, backend)
+
+
+def covering(asked: Sequence[Request], request: Request) -> int | None:
+    """The place in `asked` of a request for the sums of squares of `request` (the same tensors,
+    these very ones, by the same static coefficients), if any: a recorded step takes it once."""
+    def same(x: tuple[Any, Any], y: tuple[Any, Any]) -> bool:
+        return x[1] is y[1] and (x[0] is y[0] or (is_static(x[0]) and is_static(y[0]) and x[0] == y[0]))
+    return next((k for k, r in enumerate(asked) if r.only == request.only and r.size == request.size
+                 and len(r.terms) == len(request.terms) and all(map(same, r.terms, request.terms))), None)
 
 
 def record(b: Batch, backend: Backend) -> None:
@@ -110,8 +123,11 @@ def record(b: Batch, backend: Backend) -> None:
     c, ops, n = b.coefficients, b.ops, b.rule.size
     assert c is not None
     request, divisor = b.rule.update_request(ops, b.weights, b.prepared, b.buffers, c)
-    moved = take_norms([(b, [request])], backend)[0][0]
-    b.recorded.update(trust_ratio=c.trust_ratio, update_norm=moved / ops.sqrt(divisor * divisor),
+
+    def taken() -> Any:
+        return take_norms([(b, [request])], backend)[0][0]
+    moved = taken() if b.record is True else ops.cond(b.record, taken, lambda: ops.vector([0.0] * n))
+    b.recorded.update(trust_ratio=c.trust_ratio, update_norm=moved / abs(divisor),
                       weight_decay=ops.vector([c.decay] * n) if is_static(c.decay) else
                       ops.vector(c.decay) if isinstance(c.decay, (list, tuple)) else c.decay,
                       adapted=ops.vector([1.0 if a else 0.0 for a in b.rule.adapt]))

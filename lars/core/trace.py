@@ -129,7 +129,7 @@ class Recorder:
         self.meta: dict[str, Any] = {"framework": framework, "dtype": dtype, "hyperparams": dict(hyperparams)}
         self.rows: list[dict[str, np.ndarray]] = []
         self.pending: list[tuple[int, Any, Any, Mapping[str, Any]]] = []
-        self.losses: dict[int, float] = {}
+        self.losses: dict[int, Any] = {}  # read on the host at a flush, as the steps are
         self.closed = False
 
     def wants(self, step: int) -> bool:
@@ -143,8 +143,8 @@ class Recorder:
             self.flush()
 
     def add_loss(self, step: int, loss: Any) -> None:
-        """The loss of step `step`, known after the step (the user's)."""
-        self.losses[step] = float(self.host(loss))
+        """The loss of step `step`, known after the step (the user's), kept as it is until a flush."""
+        self.losses[step] = loss
 
     def flush(self) -> None:
         """Reads the pending steps on the host and writes the whole trace again."""
@@ -159,6 +159,7 @@ class Recorder:
                 row[q] = v
             self.rows.append(row)
         self.pending.clear()
+        self.losses = {s: float(self.host(x)) for s, x in self.losses.items()}
         save_trace(self.path, self.trace())
 
     def trace(self) -> Trace:
@@ -166,7 +167,7 @@ class Recorder:
         steps, n = len(self.rows), len(self.names)
         column = {k: np.array([r[k] for r in self.rows]).reshape(steps, *((n,) if k in QUANTITIES else ()))
                   for k in ("step", "lr", "loss", *QUANTITIES)}
-        loss = np.array([self.losses.get(int(s), float(x))
+        loss = np.array([float(self.host(self.losses[int(s)])) if int(s) in self.losses else float(x)
                          for s, x in zip(column["step"], column["loss"], strict=True)])
         return Trace(self.meta["framework"], self.meta["dtype"], self.names, self.shapes,
                      self.meta["hyperparams"], column["step"], column["lr"], loss,

@@ -34,6 +34,7 @@ from lars.core.policy import Exclude, TensorPlan, plan
 from lars.core.rule import NUMBERS, STAND_INS, Coefficients, Request, Rule, at
 from lars.core.state import State, check_state, load_state, save_state
 from lars.core.step import Batch, assemble, jobs, step
+from lars.core.trace import QUANTITIES, Recorder, TraceError
 from lars.core.xp import Ops, is_static
 
 Schedule = Callable[[jax.Array], jax.Array]
@@ -42,12 +43,15 @@ Axes = tuple[str, ...]
 
 
 class LarsState(NamedTuple):
-    """Updates so far, buffers (positive convention; None without momentum), last lr, trust ratios."""
+    """Updates so far, buffers (positive convention; None without momentum), last lr, trust ratios;
+    with `lars(..., record=k)` the last recorded update's values (`lars.core.trace.QUANTITIES`,
+    one per leaf), else None."""
 
     count: jax.Array
     momentum: Any
     last_lr: jax.Array
     trust_ratios: Any
+    record: Any = None
 
 
 class Lars(optax.GradientTransformationExtraArgs):
@@ -79,9 +83,34 @@ class Lars(optax.GradientTransformationExtraArgs):
         self.hyperparameters.with_lr(learning_rate)
         return lars(**{**self.arguments, "learning_rate": learning_rate})
 
+    def recorder(self, path: str | os.PathLike[str], params: Any, every: int | None = None,
+                 flush: int = 100) -> StateRecorder:
+        """A `Recorder` of the updates of a transformation made with `record=k` (`every`: k or a
+        multiple of it), fed outside jit by `add_state(state, loss=None)` after each update."""
+        k, dtype = int(self.arguments["record"]), np.dtype(jax.tree.leaves(params)[0].dtype).name
+        rec = StateRecorder(path, *names_and_shapes(params), framework="jax", dtype=dtype, flush=flush,
+                            hyperparams=self.hyperparameters.to_dict(), every=every or k or 1)
+        if not k or rec.every % k:
+            raise TraceError(f"every={rec.every} with record={self.arguments['record']!r}: record the "
+                             "updates of lars(..., record=k) every k-th update, or a multiple of k")
+        return rec
+
     def clear_state(self, state: Any, params: Any) -> Any:
         """`state` with a fresh `LarsState`: the next update is a first step."""
         return replaced(state, self.init(params))
+
+
+class StateRecorder(Recorder):
+    """A `Recorder` fed by the optax state: the values stay on the device until a flush."""
+
+    count: int | None = None
+
+    def add_state(self, state: Any, loss: Any = None) -> None:
+        """After every update (the first call reads the step count: one wait, once)."""
+        s = find(state)
+        self.count = int(s.count) - 1 if self.count is None else self.count + 1
+        if self.wants(self.count):
+            self.add(self.count, s.last_lr, s.record, loss)
 
 
 def find(state: Any) -> LarsState:
@@ -150,10 +179,12 @@ class Kernel:
                                  for k in range(len(w))]
         if weights:
             d, e, f = c.weight_terms()
-            for k, i in enumerate(batch.extra["leaves"]):
-                s = affine([(at(d, k), v[k]), (at(e, k), g[k]), (at(f, k), w[k])])
+            moved = [affine([(at(d, k), v[k]), (at(e, k), g[k]), (at(f, k), w[k])]) for k in range(len(w))]
+            for k, (i, s) in enumerate(zip(batch.extra["leaves"], moved, strict=True)):
                 self.updates[i] = (jnp.zeros(w[k].shape) if s is None else -s).astype(self.dtypes[i])
                 self.buffers[i], self.ratios[i] = v[k], at(c.trust_ratio, k)
+            if batch.record is not False:  # the core reads the new weights (XLA drops them if unused)
+                batch.weights = [x if s is None else x - s for x, s in zip(w, moved, strict=True)]
 
 
 def compute_dtype(x: Any) -> Any:
@@ -299,16 +330,20 @@ def lars(learning_rate: float | Schedule | None = None, flavor: str | None = Non
          hyperparameters: Hyperparams | None = None, weight_decay: Any = None, momentum: Any = None,
          dampening: Any = None, trust_coefficient: Any = None, eps: Any = None, nesterov: bool | None = None,
          exclude_from_weight_decay: Any = None, exclude_from_adaptation: Any = None,
-         axis_name: str | tuple[str, ...] | None = None, sharded: Any = None, **axes: Any) -> Lars:
+         axis_name: str | tuple[str, ...] | None = None, sharded: Any = None, record: bool | int = False,
+         **axes: Any) -> Lars:
     """LARS of a flavor (default "paper") or of a `lars.Hyperparams` as it is, overridden by each
     argument that is not None (docs/jax.md). `learning_rate`: a float, an array or an optax
     schedule (None: the hyperparameters'). `momentum`, ... may be arrays (inject_hyperparams),
     the structure coming from their values when made. Exclusions: a rule of `as_exclude` on key
-    paths (`"layer/kernel"`) and shapes, or a pytree of booleans (True: excluded)."""
+    paths (`"layer/kernel"`) and shapes, or a pytree of booleans (True: excluded). `record`: True
+    or k, each k-th update writes its per-leaf values into the state (`Lars.recorder` reads them)."""
     arguments = {k: v for k, v in locals().items() if k != "axes"} | axes
     mesh_axes = axis_names(axis_name)
     if sharded is not None and mesh_axes is None:
         raise HyperparameterError("sharded", sharded, "None without axis_name (which it splits)")
+    if record is not False and (not isinstance(record, int) or record < 1):
+        raise HyperparameterError("record", record, "False, True or an int >= 1")
     if isinstance(axes.get("axes"), dict):  # optax.inject_hyperparams passes **axes as axes=
         axes = {**axes.pop("axes"), **axes}
     given = dict(zip(NUMBERS, (momentum, dampening, weight_decay, trust_coefficient, eps), strict=True))
@@ -335,7 +370,11 @@ def lars(learning_rate: float | Schedule | None = None, flavor: str | None = Non
         buffers = jax.tree.map(lambda p: jnp.zeros(p.shape, compute_dtype(p)), params)
         return LarsState(jnp.zeros((), jnp.int32), buffers if Rule(resolved, plans).has_buffer else None,
                          jnp.zeros((), jnp.result_type(float)),
-                         jax.tree.map(lambda p: jnp.ones((), compute_dtype(p)), params))
+                         jax.tree.map(lambda p: jnp.ones((), compute_dtype(p)), params), nothing(params))
+
+    def nothing(params: Any) -> Any:  # what an update that does not record holds
+        n = len(jax.tree.leaves(params))
+        return {q: jnp.full(n, jnp.nan, jnp.result_type(float)) for q in QUANTITIES} if record else None
 
     def update_fn(grads: Any, state: LarsState, params: Any = None, **_: Any) -> tuple[Any, LarsState]:
         if params is None:
@@ -356,15 +395,21 @@ def lars(learning_rate: float | Schedule | None = None, flavor: str | None = Non
         dtypes, groups = [compute_dtype(x) for x in w], dict[Any, list[int]]()
         for i, dtype in enumerate(dtypes):
             groups.setdefault(dtype, []).append(i)
+        every = int(record)  # each k-th update records (the others skip ||Δw||: NaN in the state)
+        gate = every == 1 or (every > 1 and state.count % every == 0)
         batches = [Batch(Rule(resolved, [plans[i] for i in ix]), JaxOps(dtypes[ix[0]]),
                          [w[i].astype(dtypes[i]) for i in ix], [g[i].astype(dtypes[i]) for i in ix],
                          [v[i] for i in ix], lr, last_lr=state.last_lr, first=state.count == 0,
-                         position=ix, numbers=inputs, extra={"leaves": ix}) for ix in groups.values()]
+                         position=ix, numbers=inputs, extra={"leaves": ix}, record=gate)
+                   for ix in groups.values()]
         step(batches, kernel := Kernel(axes_of, [x.dtype for x in w], v))
+        order, wide = np.argsort([i for ix in groups.values() for i in ix]), jnp.result_type(float)
+        values = {q: jnp.where(gate, jnp.concatenate([b.recorded[q].astype(wide) for b in batches])[order],
+                               jnp.nan) for q in QUANTITIES} if every else None
         return treedef.unflatten(kernel.updates), LarsState(
             optax.safe_int32_increment(state.count),
             None if state.momentum is None else treedef.unflatten(kernel.buffers),
-            jnp.asarray(lr, state.last_lr.dtype), treedef.unflatten(kernel.ratios))
+            jnp.asarray(lr, state.last_lr.dtype), treedef.unflatten(kernel.ratios), values)
 
     tx = Lars(init_fn, update_fn)
     tx.hyperparameters, tx.arguments = hp, arguments
@@ -397,4 +442,5 @@ def import_state(neutral: State, state: LarsState, params: Any) -> LarsState:
         jnp.asarray(saved[n], b.dtype) if n in saved else b
         for n, b in zip(names, treedef.flatten_up_to(state.momentum), strict=True)])
     return LarsState(jnp.asarray(neutral.step, jnp.int32), buffers,
-                     jnp.asarray(neutral.last_lr or 0.0, state.last_lr.dtype), state.trust_ratios)
+                     jnp.asarray(neutral.last_lr or 0.0, state.last_lr.dtype), state.trust_ratios,
+                     state.record)

@@ -20,6 +20,7 @@ from lars.core.flavors import resolve
 from lars.core.hyperparams import Hyperparams, check_field_names
 from lars.core.policy import TensorPlan, plan, plan_inputs
 from lars.core.state import State, check_last_lr, check_state, load_state, save_state
+from lars.core.trace import QUANTITIES, Recorder
 
 RULES = ("exclude_from_weight_decay", "exclude_from_adaptation")
 #: Hyperparameters that live in each param group (plain values: they go into state_dict).
@@ -60,6 +61,7 @@ class LARS(torch.optim.Optimizer):
         self._master_weights = master_weights
         self._trust_ratios: dict[str, tuple[Tensor, int]] = {}  # name: (its batch's ratios, position)
         self._plans: dict[int, tuple[tuple[Any, ...], list[TensorPlan]]] = {}
+        self._recorder: Recorder | None = None
         defaults = {f: getattr(hp, f) for f in GROUP_FIELDS} | {"foreach": foreach, "fused": fused}
         super().__init__(params, defaults)
 
@@ -145,7 +147,7 @@ class LARS(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        batches, stepped = [], list[tuple[Tensor, str, TensorGroup, int, float]]()
+        batches, stepped, count = [], list[tuple[Tensor, str, TensorGroup, int, float]](), 0
         for number, group in enumerate(self.param_groups):
             hp, kinds = self.group_hyperparams(group), dict[Any, TensorGroup]()
             for position, (p, tensor) in enumerate(zip(group["params"], self._plan(group, hp), strict=True)):
@@ -155,6 +157,7 @@ class LARS(torch.optim.Optimizer):
                     raise RuntimeError(f"LARS does not support sparse gradients (parameter "
                                        f"{tensor.name or position}): use a dense embedding gradient")
                 w, state = self._weights(p), self.state.get(p, {})
+                count = max(count, state.get("step", 0))
                 check_step_tensors(tensor.name or f"{number}.{position}", p, w, state.get("momentum_buffer"))
                 t = kinds.setdefault((w.device, w.dtype), TensorGroup([], [], [], [], state.get("last_lr"),
                                                                        []))
@@ -162,7 +165,15 @@ class LARS(torch.optim.Optimizer):
                 stepped.append((p, tensor.name or f"{number}.{position}", t, len(t.params) - 1, hp.lr))
             path = functional.path_of(group["foreach"], group["fused"])
             batches += [functional.batch(hp, t, hp.lr, path) for t in kinds.values()]
+        rec = self._recorder = None if self._recorder is None or self._recorder.closed else self._recorder
+        for b in batches if rec is not None and rec.wants(count) else ():
+            b.record = True
         functional.run(batches)  # raises, with nothing changed, where fused=True cannot be
+        if rec is not None and batches and batches[0].record:  # one value per name, kept on device
+            slot = {name: k for k, name in enumerate(rec.names)}
+            where = [slot[stepped[k][1]] for b in batches for k in b.extra["group"].position]
+            rec.add(count, stepped[0][4], {q: ([b.recorded[q] for b in batches], where, len(slot))
+                                            for q in QUANTITIES})
         self._trust_ratios.clear()
         for p, name, t, i, lr in stepped:
             state, weights = self.state[p], t.params[i]
@@ -174,6 +185,17 @@ class LARS(torch.optim.Optimizer):
                 p.copy_(weights)
             self._trust_ratios[name] = (t.ratios, i)  # type: ignore[assignment]
         return loss
+
+    def record(self, path: str | os.PathLike[str], every: int = 1, flush: int = 100) -> Recorder:
+        """Records one step in `every` into a trace file (`lars.core.trace`) until the returned
+        `Recorder` is closed (a context manager); `add_loss(step, loss)` adds the loss. Values stay
+        on the device until a flush (every `flush` recorded steps); NaN for a tensor not stepped."""
+        named = self._named_params()
+        dtype = str(next(iter(named.values())).dtype).removeprefix("torch.")
+        self._recorder = Recorder(path, list(named), [tuple(p.shape) for p in named.values()],
+                                  framework="torch", dtype=dtype, hyperparams=self.hyperparameters.to_dict(),
+                                  every=every, flush=flush, host=on_host)
+        return self._recorder
 
     def _weights(self, p: Tensor) -> Tensor:
         """The tensor the step updates: `p`, or its float32 master copy."""
@@ -267,6 +289,16 @@ class LARS(torch.optim.Optimizer):
         """Reads a neutral state file, checked against these parameters, and imports it."""
         shapes = {n: tuple(p.shape) for n, p in self._named_params().items()}
         self.import_state(load_state(path, shapes).state)
+
+
+def on_host(x: Any) -> np.ndarray:
+    """A recorded value as float64 on the host: a number, a tensor, or a step's pieces placed by name."""
+    if not isinstance(x, tuple):
+        return np.asarray(x.detach().double().cpu() if isinstance(x, Tensor) else x, np.float64)
+    pieces, where, size = x
+    out = np.full(size, np.nan)
+    out[where] = np.concatenate([on_host(p).reshape(-1) for p in pieces])
+    return out
 
 
 def check_path(options: Mapping[str, Any]) -> None:
