@@ -10,7 +10,8 @@ parity     the parity report (the README's main job)
 torch, jax, tensorflow, keras_jax, mxnet
            each adapter's tests and the conformance suite, in its framework's environment
 migration  a saved state moved between every pair of backends, each in its session's environment;
-           the one API shape (docs/api.md's programs run, saved and resumed in a fresh process)
+           `lars compare` of every pair's recorded runs; the one API shape (docs/api.md's
+           programs run, saved and resumed in a fresh process)
 bench      the benchmark: every backend's step beside its framework's anchors (bench/run.py)
 """
 
@@ -33,6 +34,7 @@ BACKEND_TESTS = ["--ignore=tests/torch", "--ignore=tests/jax", "--ignore=tests/k
                  # every pair of backends, and every backend's API: the `migration` session, with
                  # each backend's environment
                  "--ignore=tests/test_migration.py", "--ignore=tests/test_api.py",
+                 "--ignore=tests/test_compare_pairs.py",
                  # the report's page in a browser: the docs session, which installs Chromium
                  "--ignore=tests/test_report_screen.py"]
 TORCH = ["torch==2.13.0", "pytorch-optimizer==4.1.0", "scikit-learn"]
@@ -129,8 +131,9 @@ def parity_mxnet(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def migration(session: nox.Session) -> None:
-    """State migration between every ordered pair of backends (tests/test_migration.py), each
-    backend run by a worker in its own session's environment: the torch, jax, tensorflow and
+    """State migration between every ordered pair of backends (tests/test_migration.py) and
+    `lars compare` of every pair's recorded runs (tests/test_compare_pairs.py), each backend run
+    by a worker in its own session's environment: the torch, jax, tensorflow and
     mxnet sessions run first (they do in the default order), so nothing is installed twice."""
     envs = Path(session.virtualenv.location).parent
     pythons = {"torch": "torch", "jax": "jax", "keras": "tensorflow", "mxnet": "mxnet"}
@@ -143,7 +146,8 @@ def migration(session: nox.Session) -> None:
                           " first (the default run does)")
         env[f"LARS_{backend.upper()}_PYTHON"] = str(python)
     session.install("-e", ".[test]")
-    session.run("pytest", "tests/test_migration.py", "tests/test_migrate_cli.py", "tests/test_api.py", "-q",
+    session.run("pytest", "tests/test_migration.py", "tests/test_migrate_cli.py", "tests/test_api.py",
+                "tests/test_compare_pairs.py", "-q",
                 "-p", "no:cacheprovider", *session.posargs, env=env)
 
 

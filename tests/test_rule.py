@@ -177,3 +177,34 @@ def test_the_global_norm_of_float32_norms_does_not_overflow():
     norms = [np.array([3e30, 0.0], np.float32), np.array([4e30], np.float32)]
     assert global_norm(Ops(np.float32), norms) == pytest.approx(5e30, rel=1e-7)
     assert global_norm(Ops(np.float32), [np.zeros(2, np.float32)]) == 0.0
+
+
+class TracedLike(Ops):
+    """NumPy, but as a traced backend: no host indices, and the branch's predicate remembered."""
+
+    traced = True
+
+    def __init__(self) -> None:
+        super().__init__(np.float32)
+        self.predicates: list[bool] = []
+
+    def cond(self, predicate, then, otherwise):  # type: ignore[no-untyped-def]
+        self.predicates.append(bool(predicate))
+        return then() if predicate else otherwise()
+
+
+def test_a_traced_step_takes_its_norms_once_while_they_are_in_range():
+    """Tensors outside a request (an excluded bias) are zeros of the vector, not sums out of range:
+    they must not send every step through the branch that takes the norms again."""
+    from lars.core.rule import Request
+    from lars.core.step import Batch, take_norms
+
+    w, bias = np.ones(4, np.float32), np.zeros(3, np.float32)
+    hp = hyperparams("mlperf", lr=LR)
+    ops = TracedLike()
+    batch = Batch(Rule(hp, plan(hp, [("fc_weight", (4,)), ("fc_bias", (3,))])), ops, [w, bias], [w, bias],
+                  [None, None], LR)
+    take_norms([(batch, [Request(((None, [w, bias]),), (0,), 2)])], Float32Sums())
+    assert ops.predicates == [False]
+    take_norms([(batch, [Request(((None, [w * 1e30, bias]),), (0,), 2)])], Float32Sums())
+    assert ops.predicates == [False, True]

@@ -160,7 +160,9 @@ def in_range(b: Batch, requests: Sequence[Request], sums: Sequence[Any], backend
         return fast
     scales = [ops.where(s == float("inf"), DOWN, ops.where(s < VERY_LOW, FAR_UP, ops.where(s < LOW, UP, 1.0)))
               for s in sums]
-    flags = [s != 1.0 for s in scales]
+    # Entries outside a request's `only` are zeros of `assemble`, not sums: never out of range.
+    flags = [(s != 1.0) & (ops.vector([1.0 if i in r.only else 0.0 for i in range(r.size)]) > 0)
+             if len(r.only) < r.size else s != 1.0 for r, s in zip(requests, scales, strict=True)]
 
     def again(only: Sequence[tuple[int, ...]]) -> list[Any]:
         ks = [k for k, o in enumerate(only) if o]

@@ -18,12 +18,15 @@ The rule's fields that differ between the traces' headers are named with what
 The tolerance is derived from the traces, not chosen: a quantity computed the same way in two
 frameworks differs by the rounding of each. A norm of `n` elements summed in blocks or pairs errs
 by about `log2(n)` units of rounding `u` (of the coarser dtype: 2^-53 in float64, 2^-24 in
-float32); the ratio, the coefficients and the update round about 16 times more; and each step
-rounds the weights again, so deviations grow at most linearly with the steps:
+float32); the ratio, the coefficients and the update round about 16 times more. Each step adds
+such a rounding to the momentum buffer, which keeps it, and the weights add up the buffer: the
+deviation of two correct runs grows like the double sum of the steps' roundings,
 
-    tolerance(t) = (2·ceil(log2(n_max)) + 16) · u · (t + 1)
+    tolerance(t) = (2·ceil(log2(n_max)) + 16) · u · (t + 1)(t + 2) / 2
 
-with `n_max` the largest tensor and `t` the step's index in the run.
+with `n_max` the largest tensor and `t` the step's index in the run. Each quantity is compared
+relative to its largest value in the run so far (a gradient that cancels to a small sum keeps the
+rounding of its terms).
 """
 
 from __future__ import annotations
@@ -65,12 +68,14 @@ class Comparison:
         return self.divergence is None
 
     def tolerance(self, index: int) -> float:
-        return self.operations * self.rounding * (index + 1)
+        return self.operations * self.rounding * (index + 1) * (index + 2) / 2
 
 
 def relative(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """`|a - b| / max(|a|, |b|)`, 0 where both are 0, inf where one is NaN and the other not."""
-    scale = np.maximum(np.abs(a), np.abs(b))
+    """`|a - b|` over the largest `|a|`, `|b|` of the tensor so far (steps on axis 0: a gradient
+    that cancels to a small sum at one step keeps the rounding of its terms, not of the sum); 0
+    where both are 0, inf where one is NaN and the other not."""
+    scale = np.fmax.accumulate(np.fmax(np.abs(a), np.abs(b)), axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         out = np.where(scale > 0, np.abs(a - b) / np.where(scale > 0, scale, 1.0), 0.0)
     return np.where(np.isnan(a) != np.isnan(b), np.inf, np.where(np.isnan(out), 0.0, out))
@@ -177,7 +182,7 @@ def text(result: Comparison) -> str:
     """The comparison for a terminal."""
     tol0 = result.tolerance(result.steps[0])
     lines = [f"lars compare: {len(result.tensors)} tensors over {len(result.steps)} common steps",
-             f"  tolerance(t) = {result.operations} · u · (t + 1), u = {result.rounding:.3g} "
+             f"  tolerance(t) = {result.operations} · u · (t + 1)(t + 2)/2, u = {result.rounding:.3g} "
              f"(the coarser dtype's rounding; {result.operations} = 2·ceil(log2 of the largest tensor) "
              "+ 16): "
              f"{tol0:.3g} at step {result.steps[0]}"]
