@@ -128,8 +128,7 @@ def record(b: Batch, backend: Backend) -> None:
         return take_norms([(b, [request])], backend)[0][0]
     moved = taken() if b.record is True else ops.cond(b.record, taken, lambda: ops.vector([0.0] * n))
     b.recorded.update(trust_ratio=c.trust_ratio, update_norm=moved / abs(divisor),
-                      weight_decay=ops.vector([c.decay] * n) if is_static(c.decay) else
-                      ops.vector(c.decay) if isinstance(c.decay, (list, tuple)) else c.decay,
+                      weight_decay=per_tensor(ops, c.decay, n),
                       adapted=ops.vector([1.0 if a else 0.0 for a in b.rule.adapt]))
 
 
@@ -184,9 +183,15 @@ def in_range(b: Batch, requests: Sequence[Request], sums: Sequence[Any], backend
 
 def scaled(ops: Ops, r: Request, scales: Any, only: tuple[int, ...]) -> Request:
     """`r` of the tensors in `only`, each scaled by its power of two before it is squared."""
-    def times(c: Any) -> Any:
-        return scales if c is None else (ops.vector(c) if isinstance(c, (list, tuple)) else c) * scales
-    return Request(tuple((times(c), t) for c, t in r.terms), only, r.size, scaled=True)
+    terms = tuple((scales if c is None else per_tensor(ops, c, r.size) * scales, t) for c, t in r.terms)
+    return Request(terms, only, r.size, scaled=True)
+
+
+def per_tensor(ops: Ops, c: Any, n: int) -> Any:
+    """A coefficient (a number, one per tensor as a sequence, or an array) as a vector of `n`."""
+    if is_static(c):
+        return ops.vector([c] * n)
+    return ops.vector(c) if isinstance(c, (list, tuple)) else c
 
 
 def global_norm(ops: Ops, norms: Sequence[Any]) -> Any:
