@@ -101,6 +101,17 @@ def test_a_variable_that_is_not_floating_point_is_refused(dtype):
         [keras.ops.convert_to_numpy(v).tolist() for v in variables(("float32", dtype, "float32"))]
 
 
+def test_a_state_with_buffers_for_some_variables_imports_and_the_others_start_at_zero():
+    """A tensor has no buffer until its first step: a valid state may hold some of them only."""
+    optimizer, _ = trained()
+    first = str(optimizer._plans[0].name)
+    optimizer.import_state(lars.State(3, 0.1, {first: np.full((3, 2), 0.25, "float32")}))
+    buffers = optimizer.export_state().momentum_buffers
+    np.testing.assert_array_equal(buffers[first], np.full((3, 2), 0.25, "float32"))
+    assert all(not np.any(b) for n, b in buffers.items() if n != first)
+    assert optimizer.export_state().step == 3
+
+
 def test_import_state_refuses_what_is_not_a_state():
     optimizer, vs = trained()
     before = snapshot(optimizer, vs)

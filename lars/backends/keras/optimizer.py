@@ -256,7 +256,8 @@ class LARS(_compat.Hooks, keras.optimizers.Optimizer):
         buffers = checked_state(state, self._shapes())
         if buffers and not self.momentums:
             raise StateError("the state has momentum buffers but this optimizer has no momentum")
-        values = [ops.zeros_like(n) if (v := buffers.get(str(t.name))) is None
+        # `zeros`, not `zeros_like`: on Keras's JAX backend that refuses a Variable.
+        values = [ops.zeros(n.shape, n.dtype) if (v := buffers.get(str(t.name))) is None
                   else ops.convert_to_tensor(-v, dtype=n.dtype)
                   for t, n in zip(self._plans, self.momentums, strict=False)]
         for n, value in zip(self.momentums, values, strict=True):
