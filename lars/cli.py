@@ -51,7 +51,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "= b's name; unmapped tensors keep their names")
     compare.add_argument("--html", type=Path, help="also write an offline HTML page with per-layer plots")
     compare.add_argument("--json", action="store_true", help="print the result as JSON")
+    vectors = commands.add_parser("vectors", help="language-neutral test vectors of the reference, "
+                                  "and grading another implementation's results against them")
+    verbs = vectors.add_subparsers(dest="verb", required=True)
+    export = verbs.add_parser("export", help="write every flavor's vectors (JSON, and .npz beside)")
+    export.add_argument("dir", type=Path, help="folder to write the vectors into")
+    export.add_argument("--case", action="append", help="only these cases (repeatable; default: every "
+                        "case with a fixed gradient stream)")
+    export.add_argument("--dtype", action="append", choices=["float64", "float32"],
+                        help="repeatable (default: float64)")
+    export.add_argument("--steps", type=int, default=10, help="steps of each case (default 10, at most 100)")
+    check = verbs.add_parser("check", help="grade results (one JSON per vector) with the tolerance policy")
+    check.add_argument("dir", type=Path, help="the vectors' folder")
+    check.add_argument("results", type=Path, help="folder of results, one STEM.json per vector STEM.json")
+    for verb in (export, check):
+        verb.add_argument("--flavor", action="append", choices=list(FLAVORS),
+                          help="only these flavors (repeatable; default: all)")
     args = parser.parse_args(argv)
+    if args.command == "vectors":
+        return run_vectors(args)
     if args.command == "compare":
         return run_compare(args)
     if args.command == "migrate":
@@ -120,6 +138,35 @@ def run_compare(args: argparse.Namespace) -> int:
         return 2
     print(json.dumps(as_json(result), indent=1) if args.json else text(result))
     return 0 if result.agree else 1
+
+
+def run_vectors(args: argparse.Namespace) -> int:
+    """`lars vectors export|check`: check's exit status is 0 when every graded vector passes."""
+    from lars.conformance import vectors
+    from lars.conformance.cases import CASES
+    from lars.core.errors import LarsError
+
+    try:
+        if args.verb == "export":
+            unknown = sorted(set(args.case or ()) - set(vectors.stream_cases()))
+            if unknown or not 1 <= args.steps <= 100:
+                raise vectors.VectorError(
+                    f"--case {unknown[0]!r}: one of {', '.join(vectors.stream_cases())} (the cases with a "
+                    "fixed gradient stream)" if unknown else f"--steps {args.steps}: from 1 to 100")
+            paths = vectors.export(args.dir, args.flavor or FLAVORS, args.case or None,
+                                   args.dtype or ["float64"], args.steps)
+            print(f"lars vectors: {len(paths)} vectors ({len(args.flavor or FLAVORS)} flavors, "
+                  f"{len(args.case or vectors.stream_cases())} of {len(CASES)} cases) in {args.dir}")
+            return 0
+        grades = vectors.check(args.dir, args.results, args.flavor)
+    except LarsError as exc:
+        print(f"lars vectors: {exc}", file=sys.stderr)
+        return 2
+    for g in grades:
+        print(g.line())
+    failed = sum(not g.passed for g in grades)
+    print(f"{len(grades) - failed} of {len(grades)} vectors passed")
+    return 1 if failed else 0
 
 
 def run_migrate(args: argparse.Namespace) -> int:
