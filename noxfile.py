@@ -42,6 +42,11 @@ TORCH = ["torch==2.13.0", "pytorch-optimizer==4.1.0", "scikit-learn"]
 #: LARS files import only torch and load by path; their packages' dependencies (torchvision,
 #: pytorch-lightning, ...) are not wanted.
 TORCH_DROPINS = ["timm==1.0.31", "pylocron==0.3.0", "lightning-bolts==0.7.0", "lightly==1.6.0"]
+#: Peer libraries whose LARS is one file importing only torch (mmpretrain: a registry, stubbed),
+#: loaded by path (`lars.conformance.peers.load_file`), and tinygrad (no dependencies).
+TORCH_PEERS = ["mmpretrain==1.2.0", "solo-learn==1.0.2", "tinygrad==0.14.0"]
+#: Debian's clang: tinygrad's CPU device compiles its kernels with it.
+CLANG = ["clang"]
 JAX = ["jax==0.10.2", "optax==0.2.8", "scikit-learn"]
 TENSORFLOW = ["tensorflow-cpu==2.21.0", "keras==3.15.1", "scikit-learn", "gin-config", "pyyaml"]
 #: TF Model Garden's LARS: its own dependencies would pull the full tensorflow package.
@@ -62,6 +67,19 @@ def agreement(session: nox.Session, peer: str, training: str, env: dict[str, str
     backend (`conformance/test_training.py`)."""
     session.run("pytest", "conformance/test_peer.py", "conformance/test_training.py", "--peer", peer,
                 "--training", training, "-q", "-p", "no:cacheprovider", env=env)
+
+
+def debian(session: nox.Session, *packages: str, binary: str) -> None:
+    """Installs Debian `packages` unless `binary` is already there."""
+    if not Path(binary).exists():
+        session.run("apt-get", "update", "-q", external=True)
+        session.run("apt-get", "install", "-y", "-q", *packages, external=True)
+
+
+def torch_peers(session: nox.Session) -> None:
+    """The torch session's peer libraries besides pytorch_optimizer, and what they need."""
+    session.install("--no-deps", *TORCH_PEERS)
+    debian(session, *CLANG, binary="/usr/bin/clang")
 
 
 def conformance(session: nox.Session, driver: str, env: dict[str, str] | None = None) -> None:
@@ -107,9 +125,8 @@ def docs(session: nox.Session) -> None:
     session.install("torch==2.13.0", SELENIUM, "-e", ".[docs,report,test]")
     session.run("mkdocs", "build", "--strict", "--site-dir", "site",
                 env={"NO_MKDOCS_2_WARNING": "1", "PYTHONPATH": os.getcwd()})
-    if not (Path("/usr/bin/chromium").exists() and Path("/usr/bin/chromedriver").exists()):
-        session.run("apt-get", "update", "-q", external=True)
-        session.run("apt-get", "install", "-y", "-q", *CHROMIUM, external=True)
+    debian(session, *CHROMIUM, binary="/usr/bin/chromium")
+    debian(session, *CHROMIUM, binary="/usr/bin/chromedriver")
     session.run("pytest", "tests/test_report_screen.py", "-q", "-p", "no:cacheprovider")
 
 
@@ -118,6 +135,7 @@ def parity_main(session: nox.Session) -> None:
     """The parity report's part from PyTorch, JAX and Keras (TensorFlow), in one environment."""
     session.install(*TORCH, *JAX, *TENSORFLOW, "-e", ".")
     session.install("--no-deps", *TF_MODELS)
+    torch_peers(session)
     session.run("lars", "parity", "--peers", "--out", "reports/parts/main", *session.posargs,
                 env={"KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2", "OMP_NUM_THREADS": "1"})
 
@@ -195,6 +213,9 @@ def torch(session: nox.Session) -> None:
     for driver in ("torch", "torch-foreach", "torch-single"):
         conformance(session, driver)
     agreement(session, "pytorch_optimizer.LARS", "torch")
+    torch_peers(session)
+    for peer in ("mmpretrain.LARS", "solo_learn.LARS", "tinygrad.LARS", "tinygrad.LARS(classic=False)"):
+        session.run("pytest", "conformance/test_peer.py", "--peer", peer, "-q", "-p", "no:cacheprovider")
 
 
 @nox.session(python=PYTHON)

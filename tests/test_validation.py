@@ -21,8 +21,9 @@ from lars.core import (
 
 CLIP = "None (no clipping) or a finite number > 0"
 ALL_FLAVORS = ["paper", "mlperf", "optax", "mxnet", "tf_models", "timm", "larc", "torchlars",
-               "lightning_bolts", "pytorch_optimizer", "moco", "dino", "holocron", "tensorlogic", "yscv"]
-NO_DEFAULT_LR = ["paper", "mlperf", "optax", "lightning_bolts", "yscv"]
+               "lightning_bolts", "pytorch_optimizer", "moco", "dino", "holocron", "tensorlogic", "yscv",
+               "mmpretrain", "solo_learn", "tinygrad", "tinygrad_popular"]
+NO_DEFAULT_LR = ["paper", "mlperf", "optax", "lightning_bolts", "yscv", "mmpretrain", "solo_learn"]
 
 
 def refused(field, value, allowed_parts, **kwargs):
@@ -99,7 +100,7 @@ def test_unknown_field_lists_known_fields():
         assert known in str(info.value)
 
 
-def test_unknown_flavor_lists_all_fifteen():
+def test_unknown_flavor_lists_every_flavor():
     with pytest.raises(HyperparameterError) as info:
         hyperparams("adamw", lr=0.1)
     assert info.value.field == "flavor" and "'adamw'" in str(info.value)
@@ -171,6 +172,10 @@ DEFAULTS = {  # lr, momentum, dampening, weight_decay, trust_coefficient, eps
     "holocron": (1e-3, 0.0, 0.0, 0.0, 1.0, 0.0),
     "tensorlogic": (1e-3, 0.9, 0.0, 0.01, 1e-3, 0.0),
     "yscv": (None, 0.0, 0.0, 0.0, 1e-3, 0.0),
+    "mmpretrain": (None, 0.0, 0.0, 0.0, 1e-3, 1e-8),
+    "solo_learn": (None, 0.0, 0.0, 0.0, 1e-3, 1e-8),  # torch SGD's defaults, the wrapper's eta, eps
+    "tinygrad": (1e-3, 0.9, 0.0, 1e-4, 1e-3, 0.0),
+    "tinygrad_popular": (1e-3, 0.9, 0.0, 1e-4, 1e-3, 0.0),
 }
 
 

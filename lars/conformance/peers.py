@@ -13,6 +13,7 @@ Each framework is imported when its peer starts, never at import time.
 from __future__ import annotations
 
 import dataclasses
+import types
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -137,18 +138,20 @@ class OptaxPeer(_Peer):
         return _OptaxRun(hp, params)
 
 
-# pytorch_optimizer.LARS ------------------------------------------------------------------------
-class _PytorchOptimizerRun(_Run):
-    def __init__(self, hp: Hyperparams, params: Mapping[str, Array]) -> None:
-        import pytorch_optimizer
+# torch peers: pytorch_optimizer.LARS, and the LARS files of mmpretrain and solo-learn ----------
+class _TorchRun(_Run):
+    """A torch optimizer built by `make(hp, groups)` from the parameters grouped by their plan
+    (weight decay, adapted): libraries express exclusions as parameter groups."""
+
+    def __init__(self, hp: Hyperparams, params: Mapping[str, Array], make: Any) -> None:
         import torch
 
         self._torch = torch
         self._params = {n: torch.tensor(p).requires_grad_() for n, p in params.items()}
-        self._optimizer = pytorch_optimizer.LARS(
-            list(self._params.values()), lr=hp.lr, weight_decay=hp.weight_decay, momentum=hp.momentum,
-            dampening=hp.dampening, trust_coefficient=hp.trust_coefficient, nesterov=hp.nesterov,
-            maximize=hp.maximize)
+        groups: dict[tuple[float, bool], list[Any]] = {}
+        for t in plan(hp, [(n, p.shape) for n, p in params.items()]):
+            groups.setdefault((t.weight_decay, t.adapt), []).append(self._params[str(t.name)])
+        self._optimizer = make(hp, groups)
 
     def step(self, grads: Mapping[str, Array | None], lr: float) -> None:
         for n, p in self._params.items():
@@ -162,14 +165,177 @@ class _PytorchOptimizerRun(_Run):
         return {n: p.detach().numpy().copy() for n, p in self._params.items()}
 
 
-class PytorchOptimizerPeer(_Peer):
+def load_file(dist: str, version: str, path: str, stubs: Mapping[str, Mapping[str, Any]] | None = None,
+              ) -> Any:
+    """The module of one file of an installed distribution (installed with `--no-deps`: its
+    package `__init__` imports what LARS does not need), loaded by path; `stubs`: modules it
+    imports, as {name: attributes}, in place while it loads."""
+    import importlib.util
+    import sys
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        found = distribution(dist)
+    except PackageNotFoundError:
+        raise ImportError(f"{dist}=={version} is not installed: pip install --no-deps "
+                          f"{dist}=={version}") from None
+    if found.version != version:
+        raise ImportError(f"{dist} {found.version} is installed; the flavor reproduces {version}")
+    file = str(found.locate_file(path))
+    spec = importlib.util.spec_from_file_location(f"_peer_{dist.replace('-', '_')}", file)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    saved = {name: sys.modules.get(name) for name in stubs or {}}
+    for name, attrs in (stubs or {}).items():
+        sys.modules[name] = types.ModuleType(name)
+        vars(sys.modules[name]).update(attrs)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        for name, old in saved.items():
+            if old is None:
+                del sys.modules[name]
+            else:
+                sys.modules[name] = old
+    return module
+
+
+class _TorchPeer(_Peer):
+    ARGUMENTS: tuple[str, ...] = ()
+
+    def start(self, hp: Hyperparams, params: Mapping[str, Array]) -> _Run:
+        check_expressible(hp, self.library, self.flavor, self.ARGUMENTS)
+        return _TorchRun(hp, params, self.make)
+
+    def make(self, hp: Hyperparams, groups: Mapping[tuple[float, bool], list[Any]]) -> Any:
+        raise NotImplementedError
+
+
+class _FilePeer(_TorchPeer):
+    """A peer whose LARS class `load()` reads from one file of its installed wheel."""
+
+    def unavailable_reason(self) -> str | None:
+        try:
+            self.load()
+        except ImportError as exc:
+            return str(exc)
+        return None
+
+    def load(self) -> Any:
+        raise NotImplementedError
+
+
+class PytorchOptimizerPeer(_TorchPeer):
     name, library, flavor, module = ("pytorch_optimizer.LARS", "pytorch_optimizer.LARS",
                                      "pytorch_optimizer", "pytorch_optimizer")
     ARGUMENTS = ("momentum", "dampening", "nesterov", "weight_decay", "trust_coefficient", "maximize")
 
+    def make(self, hp: Hyperparams, groups: Mapping[tuple[float, bool], list[Any]]) -> Any:
+        import pytorch_optimizer
+
+        return pytorch_optimizer.LARS(
+            [p for ps in groups.values() for p in ps], lr=hp.lr, weight_decay=hp.weight_decay,
+            momentum=hp.momentum, dampening=hp.dampening, trust_coefficient=hp.trust_coefficient,
+            nesterov=hp.nesterov, maximize=hp.maximize)
+
+
+class MmpretrainPeer(_FilePeer):
+    """mmpretrain's LARS: a group with `lars_exclude` keeps its weight decay, without the ratio."""
+
+    name, library, flavor, module = "mmpretrain.LARS", "mmpretrain's LARS 1.2.0", "mmpretrain", "torch"
+    ARGUMENTS = ("momentum", "dampening", "nesterov", "weight_decay", "trust_coefficient", "eps",
+                 "exclude_from_weight_decay", "exclude_from_adaptation")
+
+    def load(self) -> Any:
+        registry = {"OPTIMIZERS": types.SimpleNamespace(register_module=lambda: (lambda cls: cls))}
+        return load_file("mmpretrain", "1.2.0", "mmpretrain/engine/optimizers/lars.py",
+                         {"mmpretrain": {}, "mmpretrain.registry": registry}).LARS
+
+    def make(self, hp: Hyperparams, groups: Mapping[tuple[float, bool], list[Any]]) -> Any:
+        return self.load()([{"params": ps, "weight_decay": wd, "lars_exclude": not adapt}
+                            for (wd, adapt), ps in groups.items()], lr=hp.lr, momentum=hp.momentum,
+                           weight_decay=hp.weight_decay, dampening=hp.dampening, eta=hp.trust_coefficient,
+                           nesterov=hp.nesterov, eps=hp.eps)
+
+
+class SoloLearnPeer(_FilePeer):
+    """solo-learn's LARSWrapper around torch SGD: exclusion from adaptation is only its
+    `exclude_bias_n_norm` (1-d tensors, which then lose their weight decay too)."""
+
+    name, library, flavor, module = "solo_learn.LARS", "solo-learn's LARSWrapper 1.0.2", "solo_learn", "torch"
+    ARGUMENTS = ("momentum", "dampening", "nesterov", "weight_decay", "trust_coefficient", "eps",
+                 "larc_clip", "exclude_from_weight_decay")
+
+    def load(self) -> Any:
+        return load_file("solo-learn", "1.0.2", "solo/utils/lars.py").LARSWrapper
+
+    def make(self, hp: Hyperparams, groups: Mapping[tuple[float, bool], list[Any]]) -> Any:
+        import torch
+
+        sgd = torch.optim.SGD([{"params": ps, "weight_decay": wd} for (wd, _), ps in groups.items()],
+                              lr=hp.lr, momentum=hp.momentum, dampening=hp.dampening, nesterov=hp.nesterov)
+        return self.load()(sgd, eta=hp.trust_coefficient, clip=hp.larc_clip, eps=hp.eps)
+
+
+# tinygrad.nn.optim.LARS --------------------------------------------------------------------------
+class _TinygradRun(_Run):
+    """One tinygrad LARS per group of the plan (it has no parameter groups): `tcoef=0` is its
+    ratio 1, `weight_decay=0` its exclusion from weight decay."""
+
+    def __init__(self, hp: Hyperparams, params: Mapping[str, Array], classic: bool) -> None:
+        from tinygrad import Context, Tensor
+        from tinygrad.nn.optim import LARS
+
+        # A 0-d parameter is held as shape (1,), as its users do: its lr is a (1,) tensor, and
+        # the update of a 0-d buffer fails to broadcast.
+        self._tensor, self._context = Tensor, Context
+        self._shapes = {n: np.shape(p) for n, p in params.items()}
+        self._params = {n: Tensor(np.atleast_1d(p)) for n, p in params.items()}
+        groups: dict[tuple[float, bool], list[Any]] = {}
+        for t in plan(hp, [(n, p.shape) for n, p in params.items()]):
+            groups.setdefault((t.weight_decay, t.adapt), []).append(self._params[str(t.name)])
+        for ps in groups.values():
+            for p in ps:
+                p.requires_grad = True
+        self._optimizers = [LARS(ps, lr=hp.lr, momentum=hp.momentum, weight_decay=wd, nesterov=hp.nesterov,
+                                 classic=classic, tcoef=hp.trust_coefficient if adapt else 0.0)
+                            for (wd, adapt), ps in groups.items()]
+
+    def step(self, grads: Mapping[str, Array | None], lr: float) -> None:
+        for n, p in self._params.items():
+            p.grad = self._tensor(np.atleast_1d(np.asarray(grads[n])))
+        with self._context(TRAINING=1):
+            for opt in self._optimizers:
+                opt.lr.assign(self._tensor([lr], dtype=opt.lr.dtype, device=opt.lr.device)).realize()
+                opt.step()
+
+    def params(self) -> dict[str, Array]:
+        return {n: p.numpy().reshape(self._shapes[n]) for n, p in self._params.items()}
+
+
+class TinygradPeer(_Peer):
+    name, library, flavor = "tinygrad.LARS", "tinygrad's LARS 0.14.0 (classic)", "tinygrad"
+    module = "tinygrad"
+    #: Its learning rate and buffers are float32 tensors whatever the parameters' dtype.
+    dtypes = ("float32",)
+    ARGUMENTS = ("momentum", "nesterov", "weight_decay", "trust_coefficient", "exclude_from_weight_decay",
+                 "exclude_from_adaptation")
+
+    def unavailable_reason(self) -> str | None:
+        import shutil
+
+        if shutil.which("clang") is None:  # its CPU device compiles its kernels with clang
+            return "tinygrad's CPU device needs clang (Debian's package clang)"
+        return super().unavailable_reason()
+
     def start(self, hp: Hyperparams, params: Mapping[str, Array]) -> _Run:
         check_expressible(hp, self.library, self.flavor, self.ARGUMENTS)
-        return _PytorchOptimizerRun(hp, params)
+        return _TinygradRun(hp, params, classic=self.flavor == "tinygrad")
+
+
+class TinygradPopularPeer(TinygradPeer):
+    name, library, flavor = "tinygrad.LARS(classic=False)", "tinygrad's LARS 0.14.0 (classic=False)", \
+        "tinygrad_popular"
 
 
 # TF Model Garden's LARS ------------------------------------------------------------------------
@@ -278,6 +444,10 @@ class MxnetPeer(_Peer):
 PEERS: Mapping[str, str] = {
     "optax.lars": "lars.conformance.peers:OptaxPeer",
     "pytorch_optimizer.LARS": "lars.conformance.peers:PytorchOptimizerPeer",
+    "mmpretrain.LARS": "lars.conformance.peers:MmpretrainPeer",
+    "solo_learn.LARS": "lars.conformance.peers:SoloLearnPeer",
+    "tinygrad.LARS": "lars.conformance.peers:TinygradPeer",
+    "tinygrad.LARS(classic=False)": "lars.conformance.peers:TinygradPopularPeer",
     "tf_models.LARS": "lars.conformance.peers:ModelGardenPeer",
     "mxnet.LARS": "lars.conformance.peers:MxnetPeer",
 }

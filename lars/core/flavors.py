@@ -146,6 +146,22 @@ FLAVORS: Mapping[str, Flavor] = MappingProxyType({f.name: f for f in (
          lr=None, momentum=0.0, weight_decay=0.0, trust_coefficient=1e-3, eps=0.0,
          trust_denominator="split", zero_norm_rule="weight_and_grad",
          weight_decay_on_fallback=True, momentum_style="heavy_ball", buffer_start="zero"),
+    _row("mmpretrain", "mmpretrain.engine.optimizers.LARS 1.2.0 (OpenMMLab): heavy-ball from a copy",
+         lr=None, momentum=0.0, weight_decay=0.0, trust_coefficient=1e-3, eps=1e-8,
+         trust_denominator="split", zero_norm_rule="weight_and_grad",
+         weight_decay_on_fallback=True, momentum_style="heavy_ball", buffer_start="copy"),
+    _row("solo_learn", "solo-learn 1.0.2 LARSWrapper around torch.optim.SGD (as its later LARS class)",
+         lr=None, momentum=0.0, weight_decay=0.0, trust_coefficient=1e-3, eps=1e-8,
+         trust_denominator="split", zero_norm_rule="weight_and_grad",
+         weight_decay_on_fallback=False, momentum_style="sgd", buffer_start="copy"),
+    _row("tinygrad", "tinygrad.nn.optim.LARS 0.14.0, classic=True",
+         lr=1e-3, momentum=0.9, weight_decay=1e-4, trust_coefficient=1e-3, eps=0.0,
+         trust_denominator="split", zero_norm_rule="weight_and_grad",
+         weight_decay_on_fallback=True, momentum_style="heavy_ball", buffer_start="zero"),
+    _row("tinygrad_popular", "tinygrad.nn.optim.LARS 0.14.0, classic=False: the ratio outside",
+         lr=1e-3, momentum=0.9, weight_decay=1e-4, trust_coefficient=1e-3, eps=0.0,
+         trust_denominator="split", zero_norm_rule="weight_and_grad",
+         weight_decay_on_fallback=True, momentum_style="ratio_outside", buffer_start="zero"),
 )})
 
 DEFAULT_FLAVOR = "paper"

@@ -64,20 +64,12 @@ def lightly_lars() -> Any:
 def bolts_lars() -> Any:
     """Bolts' LARS; its `@under_review()` (a warning on use, importing pytorch-lightning) is
     replaced, while the file loads, by a decorator that returns the class unchanged."""
-    file = _file("lightning-bolts", "pl_bolts/optimizers/lars.py")
-    names = ("pl_bolts", "pl_bolts.utils", "pl_bolts.utils.stability")
-    stubs = {name: types.ModuleType(name) for name in names}
-    stubs["pl_bolts.utils.stability"].under_review = lambda: (lambda cls: cls)  # type: ignore[attr-defined]
-    saved = {name: sys.modules.get(name) for name in stubs}
-    sys.modules.update(stubs)
-    try:
-        return _load("_real_bolts_lars", file).LARS
-    finally:
-        for name, module in saved.items():
-            if module is None:
-                del sys.modules[name]
-            else:
-                sys.modules[name] = module
+    from lars.conformance.peers import load_file
+
+    dist = "lightning-bolts"
+    stability = {"under_review": lambda: (lambda cls: cls)}
+    return load_file(dist, VERSIONS[dist], "pl_bolts/optimizers/lars.py",
+                     {"pl_bolts": {}, "pl_bolts.utils": {}, "pl_bolts.utils.stability": stability}).LARS
 
 
 def pytorch_optimizer_lars() -> Any:
