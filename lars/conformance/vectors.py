@@ -37,7 +37,7 @@ from lars.core.policy import plan
 
 FORMAT, RESULTS_FORMAT, VERSION = "lars-test-vector", "lars-test-results", 1
 SCHEMA = Path(__file__).with_name("vectors.schema.json")
-#: Steps exported by default (of a case's 100): every flavor and case is then about 25 MB.
+#: Steps exported by default (of a case's 100): every flavor and case is then about 45 MB.
 STEPS = 10
 
 
