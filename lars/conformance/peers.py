@@ -148,10 +148,7 @@ class _TorchRun(_Run):
 
         self._torch = torch
         self._params = {n: torch.tensor(p).requires_grad_() for n, p in params.items()}
-        groups: dict[tuple[float, bool], list[Any]] = {}
-        for t in plan(hp, [(n, p.shape) for n, p in params.items()]):
-            groups.setdefault((t.weight_decay, t.adapt), []).append(self._params[str(t.name)])
-        self._optimizer = make(hp, groups)
+        self._optimizer = make(hp, plan_groups(hp, self._params))
 
     def step(self, grads: Mapping[str, Array | None], lr: float) -> None:
         for n, p in self._params.items():
@@ -163,6 +160,16 @@ class _TorchRun(_Run):
 
     def params(self) -> dict[str, Array]:
         return {n: p.detach().numpy().copy() for n, p in self._params.items()}
+
+
+def plan_groups(hp: Hyperparams, tensors: Mapping[str, Any], shapes: Mapping[str, Any] | None = None,
+                ) -> dict[tuple[float, bool], list[Any]]:
+    """The framework's `tensors` grouped by their plan, `(weight decay, adapted)`: how a library
+    without per-tensor rules is given the exclusions (`shapes`: the tensors' own, if they differ)."""
+    groups: dict[tuple[float, bool], list[Any]] = {}
+    for t in plan(hp, [(n, (shapes or {}).get(n, np.shape(x))) for n, x in tensors.items()]):
+        groups.setdefault((t.weight_decay, t.adapt), []).append(tensors[str(t.name)])
+    return groups
 
 
 def load_file(dist: str, version: str, path: str, stubs: Mapping[str, Mapping[str, Any]] | None = None,
@@ -291,12 +298,9 @@ class _TinygradRun(_Run):
         self._tensor, self._context = Tensor, Context
         self._shapes = {n: np.shape(p) for n, p in params.items()}
         self._params = {n: Tensor(np.atleast_1d(p)) for n, p in params.items()}
-        groups: dict[tuple[float, bool], list[Any]] = {}
-        for t in plan(hp, [(n, p.shape) for n, p in params.items()]):
-            groups.setdefault((t.weight_decay, t.adapt), []).append(self._params[str(t.name)])
-        for ps in groups.values():
-            for p in ps:
-                p.requires_grad = True
+        for p in self._params.values():
+            p.requires_grad = True
+        groups = plan_groups(hp, self._params, self._shapes)
         self._optimizers = [LARS(ps, lr=hp.lr, momentum=hp.momentum, weight_decay=wd, nesterov=hp.nesterov,
                                  classic=classic, tcoef=hp.trust_coefficient if adapt else 0.0)
                             for (wd, adapt), ps in groups.items()]
