@@ -82,13 +82,15 @@ def torch_peers(session: nox.Session) -> None:
     debian(session, *CLANG, binary="/usr/bin/clang")
 
 
-def conformance(session: nox.Session, driver: str, env: dict[str, str] | None = None) -> None:
+def conformance(session: nox.Session, driver: str, env: dict[str, str] | None = None,
+                cases: str = "all") -> None:
     """The shared conformance suite with one driver, the table of invalid inputs and the fuzz
     test, on both cores: one worker per core, each with one thread (the cases' tensors are tiny; two threads
-    per worker only wait on each other)."""
+    per worker only wait on each other). `cases="kernel"`: a backend's second path, on the
+    cases that take every branch of its kernels."""
     threads = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1"}
     tests = ("conformance/test_conformance.py", "conformance/test_errors.py", "conformance/test_fuzz.py")
-    session.run("pytest", *tests, "--driver", driver, "-q",
+    session.run("pytest", *tests, "--driver", driver, "--cases", cases, "-q",
                 "-p", "no:cacheprovider", "-n", "2", env={**threads, **(env or {})})
 
 
@@ -113,7 +115,7 @@ def core(session: nox.Session, numpy: str) -> None:
     session.install("-e", ".[test]", spec)
     session.run("python", "-c", "import numpy; print('numpy', numpy.__version__)")
     session.run("pytest", "tests", "conformance", "--driver", "reference", "-q",
-                "-p", "no:cacheprovider", *BACKEND_TESTS, *session.posargs)
+                "-p", "no:cacheprovider", "-n", "2", *BACKEND_TESTS, *session.posargs)
     conformance(session, "rule")  # the compiled rule on NumPy: its algebra, before any framework
 
 
@@ -209,20 +211,22 @@ def torch(session: nox.Session) -> None:
     """The PyTorch adapter's tests and the conformance suite on its three paths."""
     session.install(*TORCH, "-e", ".[test]")
     session.install("--no-deps", *TORCH_DROPINS)
-    session.run("pytest", "tests/torch", "-q", "-p", "no:cacheprovider", *session.posargs)
-    for driver in ("torch", "torch-foreach", "torch-single"):
-        conformance(session, driver)
+    session.run("pytest", "tests/torch", "-q", "-p", "no:cacheprovider", "-n", "2", *session.posargs)
+    conformance(session, "torch")
+    for driver in ("torch-foreach", "torch-single"):
+        conformance(session, driver, cases="kernel")
     agreement(session, "pytorch_optimizer.LARS", "torch")
     torch_peers(session)
-    for peer in ("mmpretrain.LARS", "solo_learn.LARS", "tinygrad.LARS", "tinygrad.LARS(classic=False)"):
-        session.run("pytest", "conformance/test_peer.py", "--peer", peer, "-q", "-p", "no:cacheprovider")
+    peers = ("mmpretrain.LARS", "solo_learn.LARS", "tinygrad.LARS", "tinygrad.LARS(classic=False)")
+    session.run("pytest", "conformance/test_peer.py", *(f"--peer={p}" for p in peers), "-q",
+                "-p", "no:cacheprovider", "-n", "2")
 
 
 @nox.session(python=PYTHON)
 def jax(session: nox.Session) -> None:
     """The JAX adapter's tests (8 virtual CPU devices for sharding) and the conformance suite."""
     session.install(*JAX, "-e", ".[test]")
-    session.run("pytest", "tests/jax", "-q", "-p", "no:cacheprovider", *session.posargs,
+    session.run("pytest", "tests/jax", "-q", "-p", "no:cacheprovider", "-n", "2", *session.posargs,
                 env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
     conformance(session, "jax")
     agreement(session, "optax.lars", "jax")
@@ -234,7 +238,7 @@ def tensorflow(session: nox.Session) -> None:
     session.install(*TENSORFLOW, "-e", ".[test]")
     session.install("--no-deps", *TF_MODELS)
     env = {"KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    session.run("pytest", "tests/keras", "-q", "-p", "no:cacheprovider", *session.posargs, env=env)
+    session.run("pytest", "tests/keras", "-q", "-p", "no:cacheprovider", "-n", "2", *session.posargs, env=env)
     conformance(session, "keras", env=env)
     agreement(session, "tf_models.LARS", "keras", env=env)
 
@@ -243,7 +247,7 @@ def tensorflow(session: nox.Session) -> None:
 def keras_jax(session: nox.Session) -> None:
     """The Keras adapter on Keras's JAX backend: keras.distribution, the conformance suite."""
     session.install("keras==3.15.1", *JAX, "-e", ".[test]")
-    session.run("pytest", "tests/keras_jax", "-q", "-p", "no:cacheprovider", *session.posargs,
+    session.run("pytest", "tests/keras_jax", "-q", "-p", "no:cacheprovider", "-n", "2", *session.posargs,
                 env={"KERAS_BACKEND": "jax"})
     conformance(session, "keras", env={"KERAS_BACKEND": "jax"})
 
@@ -252,7 +256,7 @@ def keras_jax(session: nox.Session) -> None:
 def mxnet(session: nox.Session) -> None:
     """The MXNet 1.9.1 adapter (NumPy 1.23.5): its tests and the conformance suite, both paths."""
     session.install(*MXNET, "-e", ".[test]")
-    session.run("pytest", "tests/mxnet", "-q", "-p", "no:cacheprovider", *session.posargs)
-    for driver in ("mxnet", "mxnet-single"):
-        conformance(session, driver)
+    session.run("pytest", "tests/mxnet", "-q", "-p", "no:cacheprovider", "-n", "2", *session.posargs)
+    conformance(session, "mxnet")
+    conformance(session, "mxnet-single", cases="kernel")
     agreement(session, "mxnet.LARS", "mxnet")

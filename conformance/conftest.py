@@ -14,8 +14,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=os.environ.get("LARS_DRIVER", "reference"),
         help="the conformance driver to check (reference, torch, jax, keras, mxnet)",
     )
-    parser.addoption("--peer", default=None,
-                     help="test_peer.py: the installed peer library to check in its flavor (optax.lars, ...)")
+    parser.addoption("--cases", default="all", choices=("all", "kernel"),
+                     help="test_conformance.py: every case, or the cases that take each branch of a "
+                          "kernel (lars.conformance.cases.KERNEL_CASES), for a second path of one backend")
+    parser.addoption("--peer", action="append", default=[],
+                     help="test_peer.py: an installed peer library to check in its flavor (optax.lars, ...); "
+                          "repeat for several")
     parser.addoption("--training", default=None,
                      help="test_training.py: the backend that trains the report's digits problem")
 
@@ -28,13 +32,6 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
 
 
 @pytest.fixture(scope="session")
-def peer_name(request: pytest.FixtureRequest) -> str:
-    name = request.config.getoption("--peer")
-    assert name, "give --peer NAME (one of lars.conformance.peers.PEERS)"
-    return str(name)
-
-
-@pytest.fixture(scope="session")
 def training_backend(request: pytest.FixtureRequest) -> str:
     name = request.config.getoption("--training")
     assert name, "give --training BACKEND (one of lars.parity.digits's backends)"
@@ -43,18 +40,21 @@ def training_backend(request: pytest.FixtureRequest) -> str:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "conformance_case" in metafunc.fixturenames:
-        from lars.conformance.cases import CASES
+        from lars.conformance.cases import CASES, KERNEL_CASES
         from lars.conformance.drivers import get_driver
         from lars.core.flavors import FLAVORS
 
         driver = get_driver(metafunc.config.getoption("--driver"))
+        cases = KERNEL_CASES if metafunc.config.getoption("--cases") == "kernel" else tuple(CASES)
         params = [
             pytest.param((driver, flavor, case, dtype), id=f"{driver.name}-{flavor}-{case}-{dtype}")
             for dtype in driver.dtypes
             for flavor in FLAVORS
-            for case in CASES
+            for case in cases
         ]
         metafunc.parametrize("conformance_case", params)
+    if "peer_name" in metafunc.fixturenames:
+        metafunc.parametrize("peer_name", metafunc.config.getoption("--peer"), scope="module")
 
 
 @pytest.fixture(scope="session")

@@ -177,3 +177,11 @@ def _cases() -> tuple[Case, ...]:
 
 
 CASES: Mapping[str, Case] = {c.name: c for c in _cases()}
+
+#: The cases that take every branch of a backend's kernels (no buffer or a buffer, look-ahead,
+#: a zero norm's fallback, norms rescaled out of float32's range, element-wise and global-norm
+#: clipping) with every flavor: a backend's second path (torch's per-tensor loop, MXNet's
+#: per-tensor updates) runs the same core and a different kernel, so it runs these; its first
+#: path runs every case.
+KERNEL_CASES: tuple[str, ...] = ("flavor_defaults", "nesterov", "zero_norms", "float32_range",
+                                 "gradient_processing", "global_norm_clip")
