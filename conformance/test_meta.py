@@ -24,8 +24,12 @@ from lars.core.policy import Exclude
 
 FLAGS = (
     "weight_decay_on_fallback", "adapt_requires_weight_decay", "larc_clip_on_fallback",
-    "clip_before_norms", "momentum_correction", "nesterov",
+    "clip_before_norms", "momentum_correction", "nesterov", "decoupled_weight_decay",
 )
+#: The cap of `trust_ratio_max` a mutant sets where a flavor has none: below every ratio the cases
+#: compute, so that any flavor's cases can notice it (a cap of 1 changes nothing under LARC's clip
+#: at lr <= 1).
+MUTANT_RATIO_MAX = 1e-4
 
 
 class MutantDriver:
@@ -50,8 +54,11 @@ class MutantDriver:
 
 def equivalent(hp: Hyperparams, axis: str, value: Any) -> str | None:
     """Why changing `axis` to `value` cannot alter any step of this flavor, or None."""
-    if axis == "zero_norm_rule" and hp.trust_denominator == "grad":
+    guards = "none" not in (value, hp.zero_norm_rule)
+    if axis == "zero_norm_rule" and hp.trust_denominator == "grad" and guards:
         return "with a gradient-only denominator both rules test ||g||"
+    if axis in ("weight_decay_on_fallback", "larc_clip_on_fallback") and hp.zero_norm_rule == "none":
+        return "without a zero-norm rule there is no fallback"
     if axis == "weight_decay_on_fallback" and hp.zero_norm_rule == "weight_and_denominator":
         return ("with ||w|| > 0 the denominator is 0 only if wd*||w|| adds nothing, so the "
                 "fallback never has weight decay to keep or drop")
@@ -67,6 +74,7 @@ def mutations(flavor: str) -> Iterator[tuple[dict[str, Any], str | None]]:
     changes += [{flag: not getattr(hp, flag)} for flag in FLAGS]
     if hp.momentum_correction:
         changes.append({"momentum_correction_tensors": None})
+    changes.append({"trust_ratio_max": None if hp.trust_ratio_max is not None else MUTANT_RATIO_MAX})
     changes += [{rule: Exclude()} for rule in ("exclude_from_weight_decay", "exclude_from_adaptation")
                 if not getattr(hp, rule).is_empty]
     for change in changes:
@@ -95,7 +103,7 @@ def test_a_single_axis_change_is_caught(flavor: str, change: dict[str, Any]) -> 
 def test_every_axis_is_mutated_somewhere() -> None:
     mutated = {axis for mutant in MUTANTS for axis in mutant.values[1]}
     expected = set(AXES) | set(FLAGS) | {"momentum_correction_tensors", "exclude_from_weight_decay",
-                                         "exclude_from_adaptation"}
+                                         "exclude_from_adaptation", "trust_ratio_max"}
     assert mutated == expected
 
 

@@ -12,7 +12,8 @@ BACKENDS = Path(__file__).resolve().parent.parent / "lars" / "backends"
 #: numbers, such as momentum or weight decay, nor the exclusion rules users pass natively).
 AXES = ("trust_denominator", "momentum_style", "larc_clip", "larc_clip_on_fallback", "buffer_start",
         "zero_norm_rule", "clip_before_norms", "grad_clip_norm", "momentum_correction",
-        "momentum_correction_tensors", "weight_decay_on_fallback", "adapt_requires_weight_decay")
+        "momentum_correction_tensors", "weight_decay_on_fallback", "adapt_requires_weight_decay",
+        "trust_ratio_max", "decoupled_weight_decay")
 #: Issue 15 aimed at 1,500 lines (from 2,686); the rewrite measured 1,817 (the rule gone, the
 #: frameworks' plumbing left: sharding, low precision, state, schedules, their private APIs), and
 #: issue 16's one API shape added ~100 (save/load/trust_ratios/set_lr/clear_state in JAX and

@@ -75,6 +75,8 @@ ONE_AXIS = {  # field: (base, change, a case where it matters, one where it does
                                     "flavor_defaults"),
     "larc_clip_on_fallback": ({"larc_clip": True, "trust_coefficient": 0.02}, {"larc_clip_on_fallback": True},
                               "larc_clip", "flavor_defaults"),
+    "trust_ratio_max": ({}, {"trust_ratio_max": 0.5}, "magnitudes", None),  # r up to eta/wd = 1 there
+    "decoupled_weight_decay": ({}, {"decoupled_weight_decay": True}, "momentum_weight_decay", None),
     "clip_before_norms": ({}, {"clip_before_norms": True}, "gradient_processing", "flavor_defaults"),
     "momentum_correction": ({}, {"momentum_correction": True}, "warmup_poly_schedule", "flavor_defaults"),
     "momentum_correction_tensors": ({"momentum_correction": True}, {"momentum_correction_tensors": 1},

@@ -45,7 +45,7 @@ else:  # pragma: no cover - Python 3.10
 SCHEDULES: Mapping[str, type[Schedule]] = {
     "constant": Constant, "warmup_polynomial": WarmupPolynomial, "warmup_cosine": WarmupCosine}
 #: Fields whose value may be None: TOML has no null, so the file writes the string "none".
-NONE_ALLOWED = ("grad_clip_value", "grad_clip_norm", "momentum_correction_tensors", "eps_when_zero")
+NONE_ALLOWED = tuple(f.name for f in dataclasses.fields(Hyperparams) if "None" in str(f.type))
 RULES = ("exclude_from_weight_decay", "exclude_from_adaptation")
 RULE_KEYS = ("ndims", "patterns", "names")
 RULE_FORMS = ("false, 'ndim<=N', 'ndim==N', a regex, a list of regexes, or a table "

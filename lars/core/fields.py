@@ -41,6 +41,11 @@ MEANINGS: Mapping[str, str] = MappingProxyType({
                                 "fell back to 1 at a zero norm.",
     "adapt_requires_weight_decay": "Adapt a tensor only if its effective weight decay is not 0.",
     "larc_clip_on_fallback": "Apply the LARC clip also to the fallback ratio 1 (timm).",
+    "trust_ratio_max": "Cap the computed trust ratio at this value (fastai's clip `min(lr, lr*r)` is "
+                       "1; not the fallback ratio 1). None: off.",
+    "decoupled_weight_decay": "Decay the weights themselves, `w *= 1 - lr*wd`, before the norms are "
+                              "taken (fastai's `weight_decay`), instead of adding `wd*w` to the "
+                              "gradient; the split denominator still reads `wd*||w||`.",
     "clip_before_norms": "Whether the trust-ratio norms see the clipped gradient (tensorlogic) "
                          "or the unclipped one (MXNet).",
     "momentum_correction": "MXNet 1.9.1's momentum correction `m*lr_t/lr_{t-1}`.",
@@ -75,12 +80,17 @@ MATTERS: Mapping[str, str] = MappingProxyType({
     "buffer_start": "on the first step with momentum: 'copy' starts the buffer at the full "
                     "increment, 'zero' at (1-d) times it; the same without dampening",
     "zero_norm_rule": "only when the denominator is zero while ||g|| is not (or the reverse): "
-                      "zero gradients with weight decay, zero-initialised tensors",
+                      "zero gradients with weight decay, zero-initialised tensors; with no rule, "
+                      "a zero tensor never moves and a zero gradient gives eta*||w||/eps",
     "weight_decay_on_fallback": "only at a zero norm (ratio 1): whether that step still decays "
                                 "the weights",
     "adapt_requires_weight_decay": "for tensors with weight decay 0 (excluded ones, or wd 0 "
                                    "overall): they take plain SGD steps instead of adapted ones",
     "larc_clip_on_fallback": "only with the LARC clip at a zero norm when lr > 1",
+    "trust_ratio_max": "whenever the computed ratio exceeds the cap: small gradients against "
+                       "large weights, zero gradients without a zero-norm rule",
+    "decoupled_weight_decay": "always with weight decay: the decay leaves the momentum buffer and "
+                              "the trust ratio (it moves the weights by lr*wd*w, not lr*r*wd*w)",
     "clip_before_norms": "only with gradient clipping that bites: the ratio sees the clipped "
                          "or the raw gradient",
     "momentum_correction": "only when the lr changes between steps (a schedule): the buffer is "

@@ -48,6 +48,7 @@ def _row(name: str, reproduces: str, *, lr: float | None, momentum: float, weigh
          weight_decay_on_fallback: bool, momentum_style: str, buffer_start: str,
          exclude_wd: Exclude = _NO, exclude_adapt: Exclude = _NO, larc_clip: bool = False,
          larc_clip_on_fallback: bool = False, adapt_requires_weight_decay: bool = False,
+         trust_ratio_max: float | None = None, decoupled_weight_decay: bool = False,
          clip_before_norms: bool = False, momentum_correction: bool = False,
          momentum_correction_tensors: int | None = None, eps_when_zero: float | None = None,
          adaptation_exclusion_follows_weight_decay: bool = False) -> Flavor:
@@ -60,6 +61,7 @@ def _row(name: str, reproduces: str, *, lr: float | None, momentum: float, weigh
         weight_decay_on_fallback=weight_decay_on_fallback,
         adapt_requires_weight_decay=adapt_requires_weight_decay,
         larc_clip_on_fallback=larc_clip_on_fallback, clip_before_norms=clip_before_norms,
+        trust_ratio_max=trust_ratio_max, decoupled_weight_decay=decoupled_weight_decay,
         momentum_correction=momentum_correction,
         momentum_correction_tensors=momentum_correction_tensors,
         exclude_from_weight_decay=exclude_wd, exclude_from_adaptation=exclude_adapt,
@@ -162,6 +164,21 @@ FLAVORS: Mapping[str, Flavor] = MappingProxyType({f.name: f for f in (
          lr=1e-3, momentum=0.9, weight_decay=1e-4, trust_coefficient=1e-3, eps=0.0,
          trust_denominator="split", zero_norm_rule="weight_and_grad",
          weight_decay_on_fallback=True, momentum_style="ratio_outside", buffer_start="zero"),
+    _row("paddle", "paddle.incubate.optimizer.LarsMomentumOptimizer 3.3.1, its GPU kernel",
+         lr=None, momentum=0.9, weight_decay=5e-4, trust_coefficient=1e-3, eps=0.0,
+         trust_denominator="split", zero_norm_rule="weight_and_grad",
+         weight_decay_on_fallback=True, momentum_style="heavy_ball", buffer_start="zero"),
+    _row("paddle_cpu", "paddle.incubate.optimizer.LarsMomentumOptimizer 3.3.1, its CPU kernel: "
+         "adapts only where the weight decay is > 0",
+         lr=None, momentum=0.9, weight_decay=5e-4, trust_coefficient=1e-3, eps=0.0,
+         trust_denominator="split", zero_norm_rule="weight_and_grad",
+         weight_decay_on_fallback=True, momentum_style="heavy_ball", buffer_start="zero",
+         adapt_requires_weight_decay=True),
+    _row("fastai", "fastai.optimizer.Larc 2.8.12 (clip=True, decouple_wd=True)",
+         lr=None, momentum=0.9, weight_decay=0.0, trust_coefficient=0.02, eps=1e-8,
+         trust_denominator="split", zero_norm_rule="none",
+         weight_decay_on_fallback=True, momentum_style="ratio_outside", buffer_start="zero",
+         trust_ratio_max=1.0, decoupled_weight_decay=True),
 )})
 
 DEFAULT_FLAVOR = "paper"

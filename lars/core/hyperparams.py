@@ -22,7 +22,7 @@ from lars.core.policy import Exclude
 TrustDenominator = Literal["split", "combined", "grad", "update"]
 MomentumStyle = Literal["heavy_ball", "sgd", "ratio_outside"]
 BufferStart = Literal["zero", "copy"]
-ZeroNormRule = Literal["weight_and_grad", "weight_and_denominator"]
+ZeroNormRule = Literal["weight_and_grad", "weight_and_denominator", "none"]
 
 #: The allowed values of each axis, with what each value means (used by errors and docs).
 AXES: Mapping[str, Mapping[str, str]] = {
@@ -44,6 +44,7 @@ AXES: Mapping[str, Mapping[str, str]] = {
     "zero_norm_rule": {
         "weight_and_grad": "r = 1 unless ||w|| > 0 and ||g|| > 0",
         "weight_and_denominator": "r = 1 unless ||w|| > 0 and the denominator (without eps) > 0",
+        "none": "no fallback: r = eta*||w|| / (denominator + eps) always (a zero tensor never moves)",
     },
 }
 
@@ -135,6 +136,8 @@ _VALIDATORS: Mapping[str, Callable[[str, Any], Any]] = {
     "weight_decay_on_fallback": _flag,
     "adapt_requires_weight_decay": _flag,
     "larc_clip_on_fallback": _flag,
+    "trust_ratio_max": _optional_positive,
+    "decoupled_weight_decay": _flag,
     "clip_before_norms": _flag,
     "momentum_correction": _flag,
     "momentum_correction_tensors": _correction_tensors,
@@ -154,12 +157,15 @@ class Hyperparams:
 
         u = g + wd*w
         r = trust_coefficient*||w|| / (denominator + eps), or 1 at zero norms / if excluded
+        r = min(r, trust_ratio_max)                        if trust_ratio_max (not the fallback)
         r = min(r/lr, 1)                                   if larc_clip
         heavy_ball:     v = m*v + (1-d)*lr*r*u;   w -= v
         sgd:            v = m*v + (1-d)*r*u;      w -= lr*v
         ratio_outside:  v = m*v + (1-d)*u;        w -= lr*r*v
 
-    Nesterov replaces the `v` that updates `w` by `increment + m*v`.
+    Nesterov replaces the `v` that updates `w` by `increment + m*v`. With
+    `decoupled_weight_decay`, `w *= 1 - lr*wd` first (the norms see the decayed weights) and
+    `u = g`; the split denominator still reads `wd*||w||`.
 
     Two fields carry a flavor's quirks, so that `replace`, `to_dict`/`from_dict` and every
     adapter keep its meaning: `eps_when_zero` (an `eps` of 0 becomes this, as MLPerf TF2's
@@ -187,6 +193,8 @@ class Hyperparams:
     weight_decay_on_fallback: bool = True
     adapt_requires_weight_decay: bool = False
     larc_clip_on_fallback: bool = False
+    trust_ratio_max: float | None = None
+    decoupled_weight_decay: bool = False
     clip_before_norms: bool = False
     momentum_correction: bool = False
     momentum_correction_tensors: int | None = None
@@ -205,6 +213,12 @@ class Hyperparams:
                 "nesterov", True,
                 f"nesterov=False when momentum={self.momentum!r} and dampening={self.dampening!r}"
                 " (nesterov needs momentum > 0 and dampening == 0)",
+            )
+        if self.decoupled_weight_decay and self.trust_denominator not in ("split", "grad"):
+            raise HyperparameterError(
+                "decoupled_weight_decay", True,
+                f"False when trust_denominator={self.trust_denominator!r} (decoupled weight decay "
+                "is defined with the 'split' and 'grad' denominators)",
             )
         if self.trust_denominator == "update" and self.momentum_style != "ratio_outside":
             raise HyperparameterError(

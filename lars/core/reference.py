@@ -84,11 +84,21 @@ def larc_clip(r: Any, lr: Any) -> Any:
     return one if lr <= 0 else min(r / lr, one)
 
 
+def guarded(w_norm: Any, guard: Any, hp: Hyperparams) -> bool:
+    """Whether the ratio is computed (not the fallback 1): `||w|| > 0` and `guard > 0`, or
+    always without a zero-norm rule."""
+    return hp.zero_norm_rule == "none" or (bool(w_norm > 0) and bool(guard > 0))
+
+
 def ratio_from_norms(w_norm: Any, denominator: Any, guard: Any, hp: Hyperparams, lr: Any) -> Any:
-    """`eta*||w|| / (denominator + eps)` where `||w|| > 0` and `guard > 0`, else 1; then LARC."""
+    """`eta*||w|| / (denominator + eps)` where `guarded`, else 1; capped at `trust_ratio_max`;
+    then LARC."""
     dt = w_norm.dtype.type
-    valid = bool(w_norm > 0) and bool(guard > 0)
-    r = dt(hp.trust_coefficient) * w_norm / (denominator + dt(hp.eps)) if valid else dt(1)
+    valid = guarded(w_norm, guard, hp)
+    with np.errstate(divide="ignore", invalid="ignore"):  # no guard: 0/0 is NaN, as it is there
+        r = dt(hp.trust_coefficient) * w_norm / (denominator + dt(hp.eps)) if valid else dt(1)
+    if valid and hp.trust_ratio_max is not None:
+        r = min(r, dt(hp.trust_ratio_max))
     if hp.larc_clip and (valid or hp.larc_clip_on_fallback):
         r = larc_clip(r, lr)
     return r
@@ -108,8 +118,7 @@ def trust_ratio(w: Array, g_norm_source: Array, wd: Any, hp: Hyperparams, lr: An
     else:
         denominator = g_norm
     guard = g_norm if hp.zero_norm_rule == "weight_and_grad" else denominator
-    fell_back = not (bool(w_norm > 0) and bool(guard > 0))
-    return ratio_from_norms(w_norm, denominator, guard, hp, lr), fell_back
+    return ratio_from_norms(w_norm, denominator, guard, hp, lr), not guarded(w_norm, guard, hp)
 
 
 def decayed_direction(w: Array, g: Array, wd: Any, fell_back: bool, hp: Hyperparams) -> Array:
@@ -174,7 +183,11 @@ def tensor_step(
     dt = w.dtype.type
     lr_t, wd = dt(lr), dt(tensor.weight_decay)
     adapt_now = tensor.adapt and hp.trust_denominator != "update"
-    r, fell_back = trust_ratio(w, g_norm_source, wd, hp, lr_t) if adapt_now else (dt(1), False)
+    start = w * (dt(1) - lr_t * wd) if hp.decoupled_weight_decay else w  # decoupled: decay first
+    r, fell_back = trust_ratio(start, g_norm_source, wd, hp, lr_t) if adapt_now else (dt(1), False)
+    if hp.decoupled_weight_decay:
+        w = w if fell_back and not hp.weight_decay_on_fallback else start
+        wd = dt(0)  # nothing of it in the increment
     u = decayed_direction(w, g, wd, fell_back, hp)
     direction, new_buffer = momentum_direction(increment(u, r, lr_t, hp), buffer, dt(momentum), hp)
     if tensor.adapt and hp.trust_denominator == "update":

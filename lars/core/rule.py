@@ -101,6 +101,9 @@ class Coefficients:
     step: Any
     trust_ratio: Any
     lookahead: bool
+    #: Decoupled weight decay: `lr·λ`, the weights' own decay `w -= lr·λ·w` (0: none), and `λ`.
+    shrink: Any = 0.0
+    decoupled_decay: Any = 0.0
 
     @property
     def pending(self) -> bool:
@@ -111,14 +114,15 @@ class Coefficients:
         return self.momentum, product(self.increment, self.grad_scale), product(self.increment, self.decay)
 
     def weight_terms(self) -> tuple[Any, Any, Any]:
-        """`(d, e, f)`: `w' = w - (d·v' + e·ĝ + f·w)`."""
-        s = self.step
+        """`(d, e, f)`: `w' = w - (d·v' + e·ĝ + f·w)` (a decoupled weight decay is all of `f`:
+        the gradient's increment then holds no `λ·w`)."""
+        s, shrink = self.step, self.shrink
         if self.momentum is None:
-            return 0.0, product(s, self.grad_scale), product(s, self.decay)
+            return 0.0, product(s, self.grad_scale), _plus(product(s, self.decay), shrink)
         if self.lookahead:
             _, bk, bl = self.buffer_terms()
-            return product(s, self.momentum), product(s, bk), product(s, bl)
-        return s, 0.0, 0.0
+            return product(s, self.momentum), product(s, bk), _plus(product(s, bl), shrink)
+        return s, 0.0, shrink
 
 
 class Rule:
@@ -240,6 +244,9 @@ class Rule:
         if self.norm_names:
             named = dict(zip(self.norm_names, norms, strict=True))
             w_norm, g_norm = named["w"], named.get("g")
+            if hp.decoupled_weight_decay and not is_static(decay):  # ||w|| after w *= 1 - lr·λ
+                factor = 1.0 - lr * decay
+                w_norm = w_norm * ops.where(factor < 0, -factor, factor)
             if hp.trust_denominator == "split":
                 denominator = g_norm + decay * w_norm
             else:
@@ -250,6 +257,9 @@ class Rule:
             if not hp.weight_decay_on_fallback and not is_static(decay):  # dropped on a fallback
                 kept = valid | (ops.vector([0.0 if a else 1.0 for a in self.adapt]) > 0)
                 decay = ops.where(kept, decay, 0.0)
+        decoupled: Any = 0.0
+        if hp.decoupled_weight_decay:
+            decay, decoupled = 0.0, decay
         keep = 1.0 - number["dampening"]
         if hp.buffer_start == "copy":
             keep = _where_first(ops, first, 1.0, keep)
@@ -266,7 +276,8 @@ class Rule:
             step, ratio = None, None
         elif is_static(ratio):
             ratio = ops.vector([1.0] * self.size)
-        return Coefficients(self.grad_scale(gamma), decay, momentum, increment, step, ratio, self.lookahead)
+        return Coefficients(self.grad_scale(gamma), decay, momentum, increment, step, ratio, self.lookahead,
+                            shrink=product(lr, decoupled), decoupled_decay=decoupled)
 
     def finish(self, ops: Ops, coefficients: Coefficients, norms: Sequence[Any], lr: Any,
                numbers: Mapping[str, Any] | None = None) -> Coefficients:
@@ -280,12 +291,19 @@ class Rule:
     # One idea each -----------------------------------------------------------------------------
     def _ratio(self, ops: Ops, w_norm: Any, denominator: Any, guard: Any, lr: Any,
                number: Mapping[str, Any]) -> tuple[Any, Any]:
-        """`eta·||w|| / (denominator + eps)` where `||w|| > 0` and `guard > 0`, else 1; then the
-        LARC clip `min(r/lr, 1)` (1 at `lr <= 0`), on the fallback too if the flavor says so."""
+        """`eta·||w|| / (denominator + eps)` where `||w|| > 0` and `guard > 0` (everywhere with
+        no zero-norm rule), else 1; capped at `trust_ratio_max`; then the LARC clip `min(r/lr, 1)`
+        (1 at `lr <= 0`), on the fallback too if the flavor says so."""
         hp = self.hp
-        valid = (w_norm > 0) & (guard > 0)
-        safe = ops.where(valid, denominator + number["eps"], 1.0)
-        ratio = ops.where(valid, number["trust_coefficient"] * w_norm / safe, 1.0)
+        if hp.zero_norm_rule == "none":  # a zero denominator (and eps) gives what the division gives
+            valid = ops.vector([1.0] * self.size) > 0
+            ratio = number["trust_coefficient"] * w_norm / (denominator + number["eps"])
+        else:
+            valid = (w_norm > 0) & (guard > 0)
+            safe = ops.where(valid, denominator + number["eps"], 1.0)
+            ratio = ops.where(valid, number["trust_coefficient"] * w_norm / safe, 1.0)
+        if hp.trust_ratio_max is not None:
+            ratio = ops.where(valid, ops.minimum(ratio, hp.trust_ratio_max), ratio)
         if hp.larc_clip:
             if is_static(lr):
                 clipped = ops.minimum(ratio / lr, 1.0) if lr > 0 else ops.where(valid, 1.0, 1.0)
@@ -343,6 +361,13 @@ def _terms(*pairs: tuple[Any, Sequence[Any]]) -> tuple[tuple[Any, Sequence[Any]]
     """A request's terms, those with a static zero coefficient left out, a static one as None."""
     return tuple((None if is_static(c) and c == 1 else c, t) for c, t in pairs
                  if not (is_static(c) and c == 0))
+
+
+def _plus(x: Any, y: Any) -> Any:
+    """`x + y`, a static zero left out (a term absent stays absent)."""
+    if is_static(y) and y == 0:
+        return x
+    return y if is_static(x) and x == 0 else x + y
 
 
 def _uniform(first: Any) -> Any:

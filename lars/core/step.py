@@ -128,7 +128,8 @@ def record(b: Batch, backend: Backend) -> None:
         return take_norms([(b, [request])], backend)[0][0]
     moved = taken() if b.record is True else ops.cond(b.record, taken, lambda: ops.vector([0.0] * n))
     b.recorded.update(trust_ratio=c.trust_ratio, update_norm=moved / abs(divisor),
-                      weight_decay=per_tensor(ops, c.decay, n),
+                      weight_decay=per_tensor(ops, c.decoupled_decay if b.rule.hp.decoupled_weight_decay
+                                              else c.decay, n),
                       adapted=ops.vector([1.0 if a else 0.0 for a in b.rule.adapt]))
 
 
