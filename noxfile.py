@@ -9,6 +9,7 @@ docs       mkdocs build --strict; the parity report's first screen in headless C
 parity     the parity report (the README's main job)
 torch, jax, tensorflow, keras_jax, mxnet
            each adapter's tests and the conformance suite, in its framework's environment
+paddle     PaddlePaddle's LARS beside its flavor (a peer library without an adapter of ours)
 migration  a saved state moved between every pair of backends, each in its session's environment;
            `lars compare` of every pair's recorded runs; the one API shape (docs/api.md's
            programs run, saved and resumed in a fresh process)
@@ -23,7 +24,7 @@ from pathlib import Path
 import nox
 
 nox.options.sessions = ["lint", "typecheck", "core", "docs", "torch", "jax", "tensorflow", "keras_jax",
-                        "mxnet", "migration"]
+                        "mxnet", "paddle", "migration"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
 
@@ -42,9 +43,11 @@ TORCH = ["torch==2.13.0", "pytorch-optimizer==4.1.0", "scikit-learn"]
 #: LARS files import only torch and load by path; their packages' dependencies (torchvision,
 #: pytorch-lightning, ...) are not wanted.
 TORCH_DROPINS = ["timm==1.0.31", "pylocron==0.3.0", "lightning-bolts==0.7.0", "lightly==1.6.0"]
-#: Peer libraries whose LARS is one file importing only torch (mmpretrain: a registry, stubbed),
-#: loaded by path (`lars.conformance.peers.load_file`), and tinygrad (no dependencies).
-TORCH_PEERS = ["mmpretrain==1.2.0", "solo-learn==1.0.2", "tinygrad==0.14.0"]
+#: Peer libraries whose LARS is one file importing only torch (mmpretrain: a registry, stubbed;
+#: fastai: fastcore's names), loaded by path (`lars.conformance.peers.load_file`), and tinygrad (no
+#: dependencies).
+TORCH_PEERS = ["mmpretrain==1.2.0", "solo-learn==1.0.2", "tinygrad==0.14.0", "fastai==2.8.12",
+               "fastcore==2.2.41"]
 #: Debian's clang: tinygrad's CPU device compiles its kernels with it.
 CLANG = ["clang"]
 JAX = ["jax==0.10.2", "optax==0.2.8", "scikit-learn"]
@@ -52,6 +55,8 @@ TENSORFLOW = ["tensorflow-cpu==2.21.0", "keras==3.15.1", "scikit-learn", "gin-co
 #: TF Model Garden's LARS: its own dependencies would pull the full tensorflow package.
 TF_MODELS = ["tf-models-official==2.20.0", "tf-keras==2.21.0"]
 MXNET = ["mxnet==1.9.1", "numpy==1.23.5", "scikit-learn"]
+#: PaddlePaddle's LARS, a peer with no adapter of ours: its own session (CPU build).
+PADDLE = ["paddlepaddle==3.3.1"]
 MATPLOTLIB = "matplotlib==3.11.2"
 SELENIUM = "selenium==4.51.0"
 #: Debian's Chromium and its chromedriver: the report's first screen is checked in a real browser.
@@ -138,6 +143,7 @@ def parity_main(session: nox.Session) -> None:
     session.install(*TORCH, *JAX, *TENSORFLOW, "-e", ".")
     session.install("--no-deps", *TF_MODELS)
     torch_peers(session)
+    session.install(*PADDLE)
     session.run("lars", "parity", "--peers", "--out", "reports/parts/main", *session.posargs,
                 env={"KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2", "OMP_NUM_THREADS": "1"})
 
@@ -217,7 +223,8 @@ def torch(session: nox.Session) -> None:
         conformance(session, driver, cases="kernel")
     agreement(session, "pytorch_optimizer.LARS", "torch")
     torch_peers(session)
-    peers = ("mmpretrain.LARS", "solo_learn.LARS", "tinygrad.LARS", "tinygrad.LARS(classic=False)")
+    peers = ("mmpretrain.LARS", "solo_learn.LARS", "fastai.Larc", "tinygrad.LARS",
+             "tinygrad.LARS(classic=False)")
     session.run("pytest", "conformance/test_peer.py", *(f"--peer={p}" for p in peers), "-q",
                 "-p", "no:cacheprovider", "-n", "2")
 
@@ -260,3 +267,11 @@ def mxnet(session: nox.Session) -> None:
     conformance(session, "mxnet")
     conformance(session, "mxnet-single", cases="kernel")
     agreement(session, "mxnet.LARS", "mxnet")
+
+
+@nox.session(python=PYTHON)
+def paddle(session: nox.Session) -> None:
+    """PaddlePaddle's LarsMomentumOptimizer (its CPU kernel) beside the `paddle_cpu` flavor."""
+    session.install(*PADDLE, "-e", ".[test]")
+    session.run("pytest", "conformance/test_peer.py", "--peer", "paddle.LarsMomentumOptimizer", "-q",
+                "-p", "no:cacheprovider")

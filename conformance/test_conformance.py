@@ -51,6 +51,12 @@ MIXTURES: dict[str, Hyperparams] = {
         trust_denominator="combined", buffer_start="copy", adapt_requires_weight_decay=True,
         exclude_from_weight_decay=Exclude.ndim_in(1), eps=0.0, eps_when_zero=1e-3, weight_decay=5e-3,
         grad_clip_norm=0.3, clip_before_norms=True, momentum=0.8),
+    # decoupled weight decay with SGD-style nesterov momentum, a gradient-only denominator, no
+    # zero-norm rule (a zero gradient gives eta*||w||/eps) and the ratio capped
+    "decoupled_nesterov_unguarded": hyperparams("paper", lr=0.1).replace(
+        momentum_style="sgd", nesterov=True, decoupled_weight_decay=True, trust_denominator="grad",
+        zero_norm_rule="none", eps=1e-6, trust_ratio_max=0.05, weight_decay=1e-2,
+        exclude_from_weight_decay=Exclude.ndim_at_most(0)),
 }
 
 

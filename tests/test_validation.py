@@ -22,8 +22,10 @@ from lars.core import (
 CLIP = "None (no clipping) or a finite number > 0"
 ALL_FLAVORS = ["paper", "mlperf", "optax", "mxnet", "tf_models", "timm", "larc", "torchlars",
                "lightning_bolts", "pytorch_optimizer", "moco", "dino", "holocron", "tensorlogic", "yscv",
-               "mmpretrain", "solo_learn", "tinygrad", "tinygrad_popular"]
-NO_DEFAULT_LR = ["paper", "mlperf", "optax", "lightning_bolts", "yscv", "mmpretrain", "solo_learn"]
+               "mmpretrain", "solo_learn", "tinygrad", "tinygrad_popular", "paddle", "paddle_cpu",
+               "fastai"]
+NO_DEFAULT_LR = ["paper", "mlperf", "optax", "lightning_bolts", "yscv", "mmpretrain", "solo_learn", "paddle",
+                 "paddle_cpu", "fastai"]
 
 
 def refused(field, value, allowed_parts, **kwargs):
@@ -176,6 +178,10 @@ DEFAULTS = {  # lr, momentum, dampening, weight_decay, trust_coefficient, eps
     "solo_learn": (None, 0.0, 0.0, 0.0, 1e-3, 1e-8),  # torch SGD's defaults, the wrapper's eta, eps
     "tinygrad": (1e-3, 0.9, 0.0, 1e-4, 1e-3, 0.0),
     "tinygrad_popular": (1e-3, 0.9, 0.0, 1e-4, 1e-3, 0.0),
+    # Paddle requires momentum; lars_weight_decay 0.0005, lars_coeff 0.001, epsilon 0
+    "paddle": (None, 0.9, 0.0, 5e-4, 1e-3, 0.0),
+    "paddle_cpu": (None, 0.9, 0.0, 5e-4, 1e-3, 0.0),
+    "fastai": (None, 0.9, 0.0, 0.0, 0.02, 1e-8),  # Larc(params, lr, mom=0.9, trust_coeff=0.02, eps=1e-8)
 }
 
 

@@ -154,9 +154,12 @@ class _TorchRun(_Run):
         for n, p in self._params.items():
             g = grads.get(n)
             p.grad = None if g is None else self._torch.tensor(g)
+        self.set_lr(lr)
+        self._optimizer.step()
+
+    def set_lr(self, lr: float) -> None:
         for group in self._optimizer.param_groups:
             group["lr"] = lr
-        self._optimizer.step()
 
     def params(self) -> dict[str, Array]:
         return {n: p.detach().numpy().copy() for n, p in self._params.items()}
@@ -173,10 +176,11 @@ def plan_groups(hp: Hyperparams, tensors: Mapping[str, Any], shapes: Mapping[str
 
 
 def load_file(dist: str, version: str, path: str, stubs: Mapping[str, Mapping[str, Any]] | None = None,
-              ) -> Any:
+              package: str | None = None) -> Any:
     """The module of one file of an installed distribution (installed with `--no-deps`: its
     package `__init__` imports what LARS does not need), loaded by path; `stubs`: modules it
-    imports, as {name: attributes}, in place while it loads."""
+    imports, as {name: attributes}, in place while it loads; `package`: the package its relative
+    imports start from (stub it)."""
     import importlib.util
     import sys
     from importlib.metadata import PackageNotFoundError, distribution
@@ -189,7 +193,9 @@ def load_file(dist: str, version: str, path: str, stubs: Mapping[str, Mapping[st
     if found.version != version:
         raise ImportError(f"{dist} {found.version} is installed; the flavor reproduces {version}")
     file = str(found.locate_file(path))
-    spec = importlib.util.spec_from_file_location(f"_peer_{dist.replace('-', '_')}", file)
+    name = f"{package}.{path.rsplit('/', 1)[-1].removesuffix('.py')}" if package else \
+        f"_peer_{dist.replace('-', '_')}"
+    spec = importlib.util.spec_from_file_location(name, file)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     saved = {name: sys.modules.get(name) for name in stubs or {}}
@@ -454,4 +460,6 @@ PEERS: Mapping[str, str] = {
     "tinygrad.LARS(classic=False)": "lars.conformance.peers:TinygradPopularPeer",
     "tf_models.LARS": "lars.conformance.peers:ModelGardenPeer",
     "mxnet.LARS": "lars.conformance.peers:MxnetPeer",
+    "paddle.LarsMomentumOptimizer": "lars.conformance.paddle_peer:PaddlePeer",
+    "fastai.Larc": "lars.conformance.fastai_peer:FastaiPeer",
 }

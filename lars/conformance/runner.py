@@ -200,7 +200,15 @@ def run_case(driver: Driver, flavor: str, case_name: str, dtype: str) -> CaseRes
     except HyperparameterError as exc:
         return CaseResult(driver.name, flavor, case_name, dtype, TOLERANCES[dtype],
                           error=f"{type(exc).__name__}: {exc}")
-    return run_hyperparams(driver, hp, case_name, dtype)
+    return run_hyperparams(driver, held(driver, hp), case_name, dtype)
+
+
+def held(driver: Driver, hp: Hyperparams) -> Hyperparams:
+    """`hp` with the fields a peer holds in float32 whatever the parameters' dtype
+    (`float32_fields`, e.g. Paddle's kernel attributes) rounded as it holds them: the reference
+    and the peer then run the same rule, which float64's bound can test."""
+    fields = getattr(driver, "float32_fields", ())
+    return hp.replace(**{f: float(np.float32(getattr(hp, f))) for f in fields}) if fields else hp
 
 
 def run_hyperparams(driver: Driver, hp: Hyperparams, case_name: str, dtype: str) -> CaseResult:
