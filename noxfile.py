@@ -47,7 +47,7 @@ TORCH_DROPINS = ["timm==1.0.31", "pylocron==0.3.0", "lightning-bolts==0.7.0", "l
 #: fastai: fastcore's names), loaded by path (`lars.conformance.peers.load_file`), and tinygrad (no
 #: dependencies).
 TORCH_PEERS = ["mmpretrain==1.2.0", "solo-learn==1.0.2", "tinygrad==0.14.0", "fastai==2.8.12",
-               "fastcore==2.2.41"]
+               "fastcore==2.2.41", "lightly==1.6.0"]
 #: Debian's clang: tinygrad's CPU device compiles its kernels with it.
 CLANG = ["clang"]
 JAX = ["jax==0.10.2", "optax==0.2.8", "scikit-learn"]
@@ -223,7 +223,7 @@ def torch(session: nox.Session) -> None:
         conformance(session, driver, cases="kernel")
     agreement(session, "pytorch_optimizer.LARS", "torch")
     torch_peers(session)
-    peers = ("mmpretrain.LARS", "solo_learn.LARS", "fastai.Larc", "tinygrad.LARS",
+    peers = ("mmpretrain.LARS", "solo_learn.LARS", "lightly.LARS", "fastai.Larc", "tinygrad.LARS",
              "tinygrad.LARS(classic=False)")
     session.run("pytest", "conformance/test_peer.py", *(f"--peer={p}" for p in peers), "-q",
                 "-p", "no:cacheprovider", "-n", "2")

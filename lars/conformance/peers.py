@@ -290,6 +290,22 @@ class SoloLearnPeer(_FilePeer):
         return self.load()(sgd, eta=hp.trust_coefficient, clip=hp.larc_clip, eps=hp.eps)
 
 
+class LightlyPeer(_FilePeer):
+    """lightly's LARS, Lightning Bolts' rule copied: a group with weight decay 0 is not adapted."""
+
+    name, library, flavor, module = "lightly.LARS", "lightly's LARS 1.6.0", "lightning_bolts", "torch"
+    ARGUMENTS = ("momentum", "dampening", "nesterov", "weight_decay", "trust_coefficient", "eps",
+                 "exclude_from_weight_decay")
+
+    def load(self) -> Any:
+        return load_file("lightly", "1.6.0", "lightly/utils/lars.py").LARS
+
+    def make(self, hp: Hyperparams, groups: Mapping[tuple[float, bool], list[Any]]) -> Any:
+        return self.load()([{"params": ps, "weight_decay": wd} for (wd, _), ps in groups.items()], lr=hp.lr,
+                           momentum=hp.momentum, dampening=hp.dampening, weight_decay=hp.weight_decay,
+                           nesterov=hp.nesterov, trust_coefficient=hp.trust_coefficient, eps=hp.eps)
+
+
 # tinygrad.nn.optim.LARS --------------------------------------------------------------------------
 class _TinygradRun(_Run):
     """One tinygrad LARS per group of the plan (it has no parameter groups): `tcoef=0` is its
@@ -456,6 +472,7 @@ PEERS: Mapping[str, str] = {
     "pytorch_optimizer.LARS": "lars.conformance.peers:PytorchOptimizerPeer",
     "mmpretrain.LARS": "lars.conformance.peers:MmpretrainPeer",
     "solo_learn.LARS": "lars.conformance.peers:SoloLearnPeer",
+    "lightly.LARS": "lars.conformance.peers:LightlyPeer",
     "tinygrad.LARS": "lars.conformance.peers:TinygradPeer",
     "tinygrad.LARS(classic=False)": "lars.conformance.peers:TinygradPopularPeer",
     "tf_models.LARS": "lars.conformance.peers:ModelGardenPeer",
