@@ -40,6 +40,12 @@ GOLDEN = {
         [0.1662439609742697, 2.424699657296515, -3.197217059194724, 3.2876501713517428],
         [0.33874149573241824, -0.16952452446385308]),
     "timm": (("timm", {}), TORCHLARS_W, SHARED_B),
+    # BYOL's own optax chain (jax 0.10.2, x64; `jax.tree_map`, gone from JAX, as `jax.tree_util.tree_map`):
+    # its default filters adapt and decay the bias too, so W follows moco and b does not
+    "byol": (
+        ("byol", {}),
+        [0.9996483279959348, 2.00000103067446, 2.997592374772905, 3.99949948466277],
+        [0.49982538819284694, -0.24992012058616678]),
 }
 
 STEP1_W = {

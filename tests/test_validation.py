@@ -23,9 +23,9 @@ CLIP = "None (no clipping) or a finite number > 0"
 ALL_FLAVORS = ["paper", "mlperf", "optax", "mxnet", "tf_models", "timm", "larc", "torchlars",
                "lightning_bolts", "pytorch_optimizer", "moco", "dino", "holocron", "tensorlogic", "yscv",
                "mmpretrain", "solo_learn", "tinygrad", "tinygrad_popular", "paddle", "paddle_cpu",
-               "fastai"]
+               "byol", "fastai"]
 NO_DEFAULT_LR = ["paper", "mlperf", "optax", "lightning_bolts", "yscv", "mmpretrain", "solo_learn", "paddle",
-                 "paddle_cpu", "fastai"]
+                 "paddle_cpu", "byol", "fastai"]
 
 
 def refused(field, value, allowed_parts, **kwargs):
@@ -181,6 +181,7 @@ DEFAULTS = {  # lr, momentum, dampening, weight_decay, trust_coefficient, eps
     # Paddle requires momentum; lars_weight_decay 0.0005, lars_coeff 0.001, epsilon 0
     "paddle": (None, 0.9, 0.0, 5e-4, 1e-3, 0.0),
     "paddle_cpu": (None, 0.9, 0.0, 5e-4, 1e-3, 0.0),
+    "byol": (None, 0.9, 0.0, 0.0, 1e-3, 0.0),  # lars(learning_rate, weight_decay=0., momentum=0.9, eta=0.001)
     "fastai": (None, 0.9, 0.0, 0.0, 0.02, 1e-8),  # Larc(params, lr, mom=0.9, trust_coeff=0.02, eps=1e-8)
 }
 

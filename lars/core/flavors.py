@@ -174,6 +174,11 @@ FLAVORS: Mapping[str, Flavor] = MappingProxyType({f.name: f for f in (
          trust_denominator="split", zero_norm_rule="weight_and_grad",
          weight_decay_on_fallback=True, momentum_style="heavy_ball", buffer_start="zero",
          adapt_requires_weight_decay=True),
+    _row("byol", "BYOL's lars (google-deepmind/deepmind-research byol/utils/optimizers.py, 82a3474): "
+         "its default filters exclude nothing",
+         lr=None, momentum=0.9, weight_decay=0.0, trust_coefficient=1e-3, eps=0.0,
+         trust_denominator="combined", zero_norm_rule="weight_and_denominator",
+         weight_decay_on_fallback=True, momentum_style="sgd", buffer_start="zero"),
     _row("fastai", "fastai.optimizer.Larc 2.8.12 (clip=True, decouple_wd=True)",
          lr=None, momentum=0.9, weight_decay=0.0, trust_coefficient=0.02, eps=1e-8,
          trust_denominator="split", zero_norm_rule="none",
