@@ -174,7 +174,7 @@ def migration(session: nox.Session) -> None:
     session.install("-e", ".[test]")
     session.run("pytest", "tests/test_migration.py", "tests/test_migrate_cli.py", "tests/test_api.py",
                 "tests/test_compare_pairs.py", "-q",
-                "-p", "no:cacheprovider", *session.posargs, env=env)
+                "-p", "no:cacheprovider", "-n", "2", *session.posargs, env=env)
 
 
 @nox.session(python=PYTHON, requires=["parity_main", "parity_mxnet"])

@@ -31,14 +31,18 @@ class JaxRun:
         # In the case's order (a dict's leaves are sorted): MXNet's correction reaches the first tensors.
         self._params = OrderedDict((n, jnp.asarray(p)) for n, p in params.items())
         self._state = self._tx.init(self._params)
-        self._update = jax.jit(self._tx.update)
+        self._step = jax.jit(self._apply)
+
+    def _apply(self, grads: Any, state: Any, params: Any) -> tuple[Any, Any]:
+        """One step as a training loop jits it: the update and its application in one program."""
+        updates, state = self._tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
 
     def step(self, grads: Mapping[str, Array | None], lr: float) -> None:
-        g = OrderedDict((n, jnp.asarray(grads[n])) for n in self._params)
+        g = OrderedDict((n, grads[n]) for n in self._params)
         hyper = self._state.hyperparams
-        hyper["learning_rate"] = jnp.asarray(lr, hyper["learning_rate"].dtype)
-        updates, self._state = self._update(g, self._state, self._params)
-        self._params = optax.apply_updates(self._params, updates)
+        hyper["learning_rate"] = np.asarray(lr, hyper["learning_rate"].dtype)
+        self._params, self._state = self._step(g, self._state, self._params)
 
     def params(self) -> dict[str, Array]:
         return {n: np.asarray(p) for n, p in self._params.items()}

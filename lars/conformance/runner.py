@@ -90,14 +90,17 @@ class Trajectory:
 
 def drive(run: Run, hp: Hyperparams, case: Case, dtype: str,
           ) -> Iterator[tuple[dict[str, Array], dict[str, float], float]]:
-    """Steps `run` through `case`, yielding (params, trust ratios, seconds) after each step."""
+    """Steps `run` through `case`, yielding (params, trust ratios, seconds) after each step (the
+    parameters read once a step: those after a step are the next one's)."""
+    params = run.params()
     for t in range(case.steps):
-        grads = _rounded(case.gradients_at(t, run.params()), dtype)
+        grads = _rounded(case.gradients_at(t, params), dtype)
         lr = case_lr(hp, case, t)
         started = time.perf_counter()
         run.step(grads, lr)
         seconds = time.perf_counter() - started
-        yield run.params(), run.trust_ratios(), seconds
+        params = run.params()
+        yield params, run.trust_ratios(), seconds
 
 
 @lru_cache(maxsize=1024)
