@@ -65,9 +65,11 @@ class PaddlePeer(_Peer):
                  "exclude_from_weight_decay")
 
     def unavailable_reason(self) -> str | None:
+        import importlib.util
         import sys
 
-        if "tensorflow" in sys.modules:  # measured: a segmentation fault, not an exception
+        installed = importlib.util.find_spec(self.module) is not None  # found, not imported
+        if installed and "tensorflow" in sys.modules:  # measured: a segmentation fault, not an exception
             return ("PaddlePaddle 3.3.1 crashes the process when it is imported after TensorFlow: run it "
                     "where TensorFlow is not imported (`nox -s parity_paddle`, `nox -s paddle`)")
         return super().unavailable_reason()
