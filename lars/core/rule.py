@@ -109,6 +109,12 @@ class Coefficients:
     def pending(self) -> bool:
         return self.step is None
 
+    @property
+    def decays_weights(self) -> bool:
+        """Whether the weights decay by a term of their own (decoupled weight decay), which a
+        kernel with only an SGD-shaped weight decay cannot express beside a buffer."""
+        return not (is_static(self.shrink) and self.shrink == 0)
+
     def buffer_terms(self) -> tuple[Any, Any, Any]:
         """`(a, b·κ, b·λ)`: `v' = a·v + (b·κ)·ĝ + (b·λ)·w`."""
         return self.momentum, product(self.increment, self.grad_scale), product(self.increment, self.decay)

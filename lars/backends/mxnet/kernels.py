@@ -116,8 +116,7 @@ class Kernels:
 
     def update(self, batch: Batch, c: Coefficients, *, buffers: bool = True, weights: bool = True) -> None:
         targets, masters = batch.extra["targets"], batch.extra["masters"]
-        no_shrink = is_static(c.shrink) and c.shrink == 0
-        if weights and targets[0].dtype == np.float32 and c.step is not None and no_shrink and (
+        if weights and targets[0].dtype == np.float32 and c.step is not None and not c.decays_weights and (
                 c.momentum is None or (buffers and not c.lookahead and is_static(c.step) and c.step == 1)
         ) and normal(c.increment if c.momentum is not None else c.step, c.decay):
             return self.fused(batch, c, masters)

@@ -143,7 +143,7 @@ def fused_arguments(c: Coefficients, n: int) -> list[tuple[float, ...]] | str:
     the kernel cannot express these coefficients (read on the host: a sync on a device)."""
     def host(x: Any) -> list[float]:
         return [float(x)] * n if is_static(x) or x.ndim == 0 else x.tolist()
-    if c.momentum is not None and not (is_static(c.shrink) and c.shrink == 0):
+    if c.momentum is not None and c.decays_weights:
         return "a decoupled weight decay beside a momentum buffer"
     if c.momentum is None:
         e, f = c.weight_terms()[1:]
