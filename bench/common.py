@@ -26,11 +26,13 @@ Step = Callable[[], None]
 Tensors = list[tuple[str, np.ndarray, np.ndarray]]
 Factory = Callable[[Tensors, str], Step]
 
-#: Bytes a LARS step must move per parameter, in units of the parameter's size: the norms read
-#: w and g (2), the update reads w, g, v and writes w, v (5). 28 B for float32, 14 for bfloat16.
-PASSES_PER_PARAM = 7
-ITEMSIZE = {"float32": 4, "bfloat16": 2}
-DTYPES = tuple(ITEMSIZE)
+#: Bytes our LARS step must move per parameter: the norms read w and g, the update reads w, g
+#: and the float32 momentum v and writes w and v (float32: 7 x 4 B; bfloat16: 5 x 2 B + 2 x 4 B).
+LARS_BYTES = {"float32": 28, "bfloat16": 18}
+#: Bytes an SGD-with-momentum step moves per parameter, its buffer in the parameter's dtype (as
+#: every framework's SGD keeps it): reads w, g, v and writes w, v.
+SGD_BYTES = {"float32": 20, "bfloat16": 10}
+DTYPES = tuple(LARS_BYTES)
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,8 @@ class Backend:
     #: Every variant, by name; the adapter's start with "lars".
     variants: dict[str, Factory]
     targets: tuple[Target, ...]
+    #: The framework's fastest SGD step: the bandwidth it reaches is the attainable one.
+    sgd: str
     #: dtype -> why this framework cannot run it here (reported, never silently skipped).
     unsupported: dict[str, str] = field(default_factory=dict)
 
@@ -160,6 +164,11 @@ def measure(runs: dict[str, Step], plan: Budget, triad: Triad,
     return ({k: statistics.median(v) for k, v in per_pass.items()}, per_pass, statistics.median(bandwidth))
 
 
+def sgd_gbps(parameters: int, dtype: str, ms: float) -> float:
+    """The bandwidth an SGD step of `ms` reaches: its bytes (`SGD_BYTES`) over its time."""
+    return SGD_BYTES[dtype] * parameters / (ms * 1e-3) / 1e9
+
+
 def bound_ms(parameters: int, dtype: str, gbps: float) -> float:
-    """The time a LARS step of `parameters` needs at `gbps` (7 passes over the parameters)."""
-    return PASSES_PER_PARAM * ITEMSIZE[dtype] * parameters / (gbps * 1e9) * 1e3
+    """The time our LARS step of `parameters` needs at `gbps` (`LARS_BYTES` per parameter)."""
+    return LARS_BYTES[dtype] * parameters / (gbps * 1e9) * 1e3

@@ -51,6 +51,29 @@ def test_targets_are_ratios_of_the_same_runs_step_times(folders):
                      ("mxnet", "float32", "mxnet LARS"): (90 / 100, True)}
 
 
+def test_a_missed_target_says_whether_the_bytes_or_the_time_beyond_them_miss_it(folders):
+    """The floor is our step at the attained bandwidth (the set's bound, 20 ms) over the anchor's
+    time: above the limit, the bytes alone miss; below it, the time our step spends beyond them."""
+    report = merge.combine(merge.load_parts(folders))
+    found = {(t["dtype"], t["anchor"]): t for t in report["targets"] if t["backend"] == "torch"}
+    peer = found["float32", "pytorch_optimizer LARS"]
+    assert peer["floor"] == 20.0 / 50.0 and not peer["met"]
+    assert merge.why_missed(peer) == "time beyond the bytes: our step runs at 0.67 of the bound"
+    tight = {**peer, "limit": 0.3}
+    assert merge.why_missed(tight) == "bytes: at 30 GB/s our step's bytes alone are 0.40x"
+    assert merge.why_missed(found["float32", "torch SGD foreach"]) == ""
+
+
+def test_the_bound_is_our_bytes_at_the_better_of_the_triad_and_the_fastest_sgd():
+    """25.6M float32 parameters: SGD moves 20 B each, so 12.78 ms is 40 GB/s; our 28 B at 40 GB/s
+    take 17.9 ms. bfloat16 with float32 momentum: 18 B against SGD's 10."""
+    n = 25_557_032
+    assert common.sgd_gbps(n, "float32", 20 * n / 40e9 * 1e3) == pytest.approx(40.0)
+    assert common.bound_ms(n, "float32", 40.0) == pytest.approx(28 * n / 40e9 * 1e3)
+    ratio = common.bound_ms(n, "bfloat16", 40.0) / common.bound_ms(n, "float32", 40.0)
+    assert ratio == pytest.approx(18 / 28)
+
+
 def test_every_missing_thing_says_why(folders):
     report = merge.combine(merge.load_parts(folders))
     assert report["unavailable"] == {"keras": "not installed here", "jax": "no part for it was given"}
