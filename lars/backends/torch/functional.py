@@ -95,39 +95,27 @@ CONVERT_BLOCK = 1 << 20  # elements of a float16/bfloat16 tensor converted at a 
 
 
 def norms(tensors: Sequence[Tensor], dtype: torch.dtype) -> Tensor:
-    """The L2 norm of each whole tensor, as one vector in `dtype`. torch's CPU norm sums a
-    float32 tensor's squares lane by lane in float32, drifting with the size (`docs/torch.md`):
-    larger CPU float32/bfloat16 tensors are taken in pieces whose squares are summed in float64,
-    all tensors' pieces at once (a few torch calls per tensor, not ten)."""
+    """The L2 norm of each whole tensor, as one vector in `dtype`; large CPU float32/bfloat16 ones in
+    pieces whose squares are summed in float64 (torch's CPU norm drifts with the size, `docs/torch.md`)."""
     pieced = [t.device.type == "cpu" and dtype == torch.float32 and t.numel() > NORM_WHOLE
               and t.is_contiguous() for t in tensors]
-    small = [t for t, p in zip(tensors, pieced, strict=True) if not p]
+    small, large = ([t for t, p in zip(tensors, pieced, strict=True) if p == flag] for flag in (False, True))
     small_norms = torch.stack(F.foreach_norm(small, 2, dtype=dtype)) if small else torch.zeros(0, dtype=dtype)
-    if not any(pieced):
+    if not large:
         return small_norms
-    large = [t for t, p in zip(tensors, pieced, strict=True) if p]  # on the CPU
-    scratch = low_precision.scratch(CONVERT_BLOCK)
+    scratch, pieces = low_precision.scratch(CONVERT_BLOCK), [-(-t.numel() // NORM_PIECE) for t in large]
     squares = torch.cat([x for t in large for x in piece_norms(t, scratch)]).double().square()
-    owners = _owners(tuple(-(-t.numel() // NORM_PIECE) for t in large))
-    large_norms = torch.zeros(len(large), dtype=torch.float64).index_add_(0, owners, squares).sqrt().to(dtype)
-    if not small:
-        return large_norms
-    where_small, where_large = (_constant(tuple(i for i, p in enumerate(pieced) if p == flag), torch.int64,
-                                          torch.device("cpu")) for flag in (False, True))
-    return torch.empty(len(tensors), dtype=dtype).index_copy_(0, where_small, small_norms).index_copy_(
-        0, where_large, large_norms)
-
-
-@functools.lru_cache(maxsize=64)
-def _owners(pieces: tuple[int, ...]) -> Tensor:
-    """For each piece of tensors cut into these numbers of pieces, the tensor it belongs to."""
-    return torch.repeat_interleave(torch.arange(len(pieces)), torch.tensor(pieces))
+    owners = torch.repeat_interleave(torch.arange(len(large)), torch.tensor(pieces))  # all pieces at once
+    large_norms = torch.zeros(len(large), dtype=torch.float64).index_add_(0, owners, squares).sqrt()
+    where = [_constant(tuple(i for i, p in enumerate(pieced) if p == flag), torch.int64, torch.device("cpu"))
+             for flag in (False, True)]
+    return torch.empty(len(tensors), dtype=dtype).index_copy_(0, where[0], small_norms).index_copy_(
+        0, where[1], large_norms.to(dtype))
 
 
 def piece_norms(tensor: Tensor, scratch: Tensor) -> list[Tensor]:
-    """The float32 norms of `tensor`'s consecutive pieces of `NORM_PIECE`, the last one shorter
-    if the size is not a multiple (float16/bfloat16 converted a block at a time into `scratch`,
-    never copied whole)."""
+    """The float32 norms of `tensor`'s consecutive pieces of `NORM_PIECE` (the last may be shorter;
+    float16/bfloat16 converted a block at a time into `scratch`, never copied whole)."""
     flat = tensor.view(-1)
     whole = flat.numel() // NORM_PIECE * NORM_PIECE
     rows, rest = flat[:whole].view(-1, NORM_PIECE), flat[whole:]
