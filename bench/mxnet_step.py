@@ -5,8 +5,8 @@
 4 by default: its multi-tensor `multi_sgd_mom_update`). `lars mxnet flavor` reproduces MXNet's
 LARS (its aggregated path, with the adapter's default per-tensor fused kernels; `, multi
 kernels` with MXNet's multi-tensor kernels, as MXNet's LARS uses them); `lars paper` is the
-paper's LARS on the default path. float32 only: bfloat16 is
-reported as not supported, with MXNet's error.
+paper's LARS on the default path. float32 only: bfloat16 is reported as not supported, with
+MXNet's error.
 """
 
 from __future__ import annotations

@@ -70,8 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{args.backend}: {args.set} float32, {args.blocks} A/B blocks of k steps, threads "
           f"{args.threads or 'default'}; ratios: median [quartiles] over the blocks")
     print("      k   adapter ms   recording ms   ratio (CPU time)         ratio (wall time)")
+    kept = {"donate": False} if args.backend == "jax" else {}  # as the recording variant steps
     for every in args.every:
-        kept = {"donate": False} if args.backend == "jax" else {}  # as the recording variant steps
         a, b = module.ours(tensors, "float32", **kept), module.recording(every)(tensors, "float32")
         r = block_ratios(a, b, every, args.blocks)
         print(f"  {every:>5}   {statistics.median(r['a']):10.2f}   {statistics.median(r['b']):12.2f}   "
