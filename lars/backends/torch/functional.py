@@ -103,9 +103,9 @@ def norms(tensors: Sequence[Tensor], dtype: torch.dtype) -> Tensor:
     small_norms = torch.stack(F.foreach_norm(small, 2, dtype=dtype)) if small else torch.zeros(0, dtype=dtype)
     if not large:
         return small_norms
-    scratch, pieces = low_precision.scratch(CONVERT_BLOCK), [-(-t.numel() // NORM_PIECE) for t in large]
-    squares = torch.cat([x for t in large for x in piece_norms(t, scratch)]).double().square()
-    owners = torch.repeat_interleave(torch.arange(len(large)), torch.tensor(pieces))  # all pieces at once
+    parts = [torch.cat(piece_norms(t, low_precision.scratch(CONVERT_BLOCK))) for t in large]
+    squares = torch.cat(parts).double().square()  # every piece summed at once, by its owner:
+    owners = torch.repeat_interleave(torch.arange(len(large)), torch.tensor([len(x) for x in parts]))
     large_norms = torch.zeros(len(large), dtype=torch.float64).index_add_(0, owners, squares).sqrt()
     where = [_constant(tuple(i for i, p in enumerate(pieced) if p == flag), torch.int64, torch.device("cpu"))
              for flag in (False, True)]
