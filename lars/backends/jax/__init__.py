@@ -181,10 +181,20 @@ class Kernel:
             d, e, f = c.weight_terms()
             moved = [affine([(at(d, k), v[k]), (at(e, k), g[k]), (at(f, k), w[k])]) for k in range(len(w))]
             for k, (i, s) in enumerate(zip(batch.extra["leaves"], moved, strict=True)):
-                self.updates[i] = (jnp.zeros(w[k].shape) if s is None else -s).astype(self.dtypes[i])
+                self.updates[i] = narrow(jnp.zeros(w[k].shape) if s is None else -s, self.dtypes[i])
                 self.buffers[i], self.ratios[i] = v[k], at(c.trust_ratio, k)
             if batch.record is not False:  # the core reads the new weights (XLA drops them if unused)
                 batch.weights = [x if s is None else x - s for x, s in zip(w, moved, strict=True)]
+
+
+def narrow(x: Any, dtype: Any) -> Any:
+    """`x.astype(dtype)`; to bfloat16 rounded to nearest even on the bits (XLA:CPU's conversion
+    costs ~1.5 ns a value inside a fusion: 40 ms of a ResNet-50 step), NaN kept a quiet NaN."""
+    if dtype != jnp.bfloat16:
+        return x.astype(dtype)
+    b = jax.lax.bitcast_convert_type(x, jnp.uint32)
+    b = jnp.where(jnp.isnan(x), b | 0x400000, b + ((b >> 16) & 1) + 0x7FFF) >> 16
+    return jax.lax.bitcast_convert_type(b.astype(jnp.uint16), jnp.bfloat16)
 
 
 def compute_dtype(x: Any) -> Any:
