@@ -149,10 +149,10 @@ class JaxOps(Ops):
     def cond(self, c: Any, then: Any, otherwise: Any) -> Any: return jax.lax.cond(c, then, otherwise)
 
 
-def affine(terms: Iterable[tuple[Any, Any]]) -> Any:
-    """`Σ c·t`: no term for a static 0 (no `0·inf`), no product for a static 1 or None (or None)."""
-    xs = [t if c is None or (is_static(c) and c == 1) else c * t
-          for c, t in terms if not (is_static(c) and c == 0)]
+def affine(terms: Iterable[tuple[Any, Any]], widen: Callable[[Any], Any] = lambda x: x) -> Any:
+    """`Σ c·widen(t)`: no term for a static 0 (no `0·inf`), no product for a static 1 or None (or None)."""
+    xs = [t if c is None or (is_static(c) and c == 1) else c * t for c, x in terms
+          if not (is_static(c) and c == 0) for t in (widen(x),)]
     return sum(xs[1:], xs[0]) if xs else None
 
 
@@ -166,7 +166,7 @@ class Kernel:
 
     def sums_of_squares(self, requests: Sequence[tuple[Batch, Sequence[Request]]]) -> list[list[Any]]:
         todo = [(b, r, jobs(r)) for b, r in requests]
-        local = [jnp.sum(jnp.square(affine(j))) for _, _, js in todo for j in js]
+        local = [jnp.sum(jnp.square(affine(j, widened))) for _, _, js in todo for j in js]
         owners = [b.extra["leaves"][i] for b, r, _ in todo for q in r for i in q.only]
         summed = iter(psum(local, [self.axes[i] for i in owners]))
         return [assemble(r, [next(summed) for _ in js], b.ops.vector) for b, r, js in todo]
@@ -175,11 +175,12 @@ class Kernel:
         w, g, v = batch.weights, batch.prepared, batch.buffers
         if buffers and c.momentum is not None:
             a, bk, bl = c.buffer_terms()
-            v = batch.buffers = [affine([(at(a, k), v[k]), (at(bk, k), g[k]), (at(bl, k), w[k])])
+            v = batch.buffers = [affine([(at(a, k), v[k]), (at(bk, k), g[k]), (at(bl, k), w[k])], shifted)
                                  for k in range(len(w))]
         if weights:
             d, e, f = c.weight_terms()
-            moved = [affine([(at(d, k), v[k]), (at(e, k), g[k]), (at(f, k), w[k])]) for k in range(len(w))]
+            moved = [affine([(at(d, k), v[k]), (at(e, k), g[k]), (at(f, k), w[k])], shifted)
+                     for k in range(len(w))]
             for k, (i, s) in enumerate(zip(batch.extra["leaves"], moved, strict=True)):
                 self.updates[i] = narrow(jnp.zeros(w[k].shape) if s is None else -s, self.dtypes[i])
                 self.buffers[i], self.ratios[i] = v[k], at(c.trust_ratio, k)
@@ -195,6 +196,19 @@ def narrow(x: Any, dtype: Any) -> Any:
     b = jax.lax.bitcast_convert_type(x, jnp.uint32)
     b = jnp.where(jnp.isnan(x), b | 0x400000, b + ((b >> 16) & 1) + 0x7FFF) >> 16
     return jax.lax.bitcast_convert_type(b.astype(jnp.uint16), jnp.bfloat16)
+
+
+def widened(x: Any) -> Any:
+    return x.astype(compute_dtype(x))
+
+
+def shifted(x: Any) -> Any:
+    """`widened(x)`, bfloat16 by shifting its bits, for the update: XLA:CPU's reductions (YNNPACK
+    fusions) fuse the norms' conversion only if no other expression shares it (else a copy)."""
+    if x.dtype != jnp.bfloat16:
+        return widened(x)
+    bits = jax.lax.bitcast_convert_type(x, jnp.uint16).astype(jnp.uint32)
+    return jax.lax.bitcast_convert_type(bits << 16, jnp.float32)
 
 
 def compute_dtype(x: Any) -> Any:
@@ -406,9 +420,10 @@ def lars(learning_rate: float | Schedule | None = None, flavor: str | None = Non
         for i, dtype in enumerate(dtypes):
             groups.setdefault(dtype, []).append(i)
         every = int(record)  # each k-th update records (the others skip ||Δw||: NaN in the state)
+        clipped = resolved.grad_clip_value is not None  # the core clips them: widened first
         gate = every == 1 or (every > 1 and state.count % every == 0)
         batches = [Batch(Rule(resolved, [plans[i] for i in ix]), JaxOps(dtypes[ix[0]]),
-                         [w[i].astype(dtypes[i]) for i in ix], [g[i].astype(dtypes[i]) for i in ix],
+                         [w[i] for i in ix], [g[i].astype(dtypes[i]) if clipped else g[i] for i in ix],
                          [v[i] for i in ix], lr, last_lr=state.last_lr, first=state.count == 0,
                          position=ix, numbers=inputs, extra={"leaves": ix}, record=gate)
                    for ix in groups.values()]
