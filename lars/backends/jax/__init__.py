@@ -149,7 +149,7 @@ class JaxOps(Ops):
     def cond(self, c: Any, then: Any, otherwise: Any) -> Any: return jax.lax.cond(c, then, otherwise)
 
 
-def affine(terms: Iterable[tuple[Any, Any]], widen: Callable[[Any], Any] = lambda x: x) -> Any:
+def affine(terms: Iterable[tuple[Any, Any]], widen: Callable[[Any], Any]) -> Any:
     """`Σ c·widen(t)`: no term for a static 0 (no `0·inf`), no product for a static 1 or None (or None)."""
     xs = [t if c is None or (is_static(c) and c == 1) else c * t for c, x in terms
           if not (is_static(c) and c == 0) for t in (widen(x),)]
@@ -166,7 +166,7 @@ class Kernel:
 
     def sums_of_squares(self, requests: Sequence[tuple[Batch, Sequence[Request]]]) -> list[list[Any]]:
         todo = [(b, r, jobs(r)) for b, r in requests]
-        local = [jnp.sum(jnp.square(affine(j, widened))) for _, _, js in todo for j in js]
+        local = [jnp.sum(jnp.square(affine(j, apart))) for _, _, js in todo for j in js]
         owners = [b.extra["leaves"][i] for b, r, _ in todo for q in r for i in q.only]
         summed = iter(psum(local, [self.axes[i] for i in owners]))
         return [assemble(r, [next(summed) for _ in js], b.ops.vector) for b, r, js in todo]
@@ -175,11 +175,11 @@ class Kernel:
         w, g, v = batch.weights, batch.prepared, batch.buffers
         if buffers and c.momentum is not None:
             a, bk, bl = c.buffer_terms()
-            v = batch.buffers = [affine([(at(a, k), v[k]), (at(bk, k), g[k]), (at(bl, k), w[k])], shifted)
+            v = batch.buffers = [affine([(at(a, k), v[k]), (at(bk, k), g[k]), (at(bl, k), w[k])], widened)
                                  for k in range(len(w))]
         if weights:
             d, e, f = c.weight_terms()
-            moved = [affine([(at(d, k), v[k]), (at(e, k), g[k]), (at(f, k), w[k])], shifted)
+            moved = [affine([(at(d, k), v[k]), (at(e, k), g[k]), (at(f, k), w[k])], widened)
                      for k in range(len(w))]
             for k, (i, s) in enumerate(zip(batch.extra["leaves"], moved, strict=True)):
                 self.updates[i] = narrow(jnp.zeros(w[k].shape) if s is None else -s, self.dtypes[i])
@@ -202,13 +202,11 @@ def widened(x: Any) -> Any:
     return x.astype(compute_dtype(x))
 
 
-def shifted(x: Any) -> Any:
-    """`widened(x)`, bfloat16 by shifting its bits, for the update: XLA:CPU's reductions (YNNPACK
-    fusions) fuse the norms' conversion only if no other expression shares it (else a copy)."""
-    if x.dtype != jnp.bfloat16:
-        return widened(x)
-    bits = jax.lax.bitcast_convert_type(x, jnp.uint16).astype(jnp.uint32)
-    return jax.lax.bitcast_convert_type(bits << 16, jnp.float32)
+def apart(x: Any) -> Any:
+    """`widened(x)` for the norms: behind a barrier, so that XLA does not merge this conversion
+    with the update's (or `apply_updates`'): merged, it is a float32 copy of every leaf at every
+    step (XLA:CPU's reductions fuse an unshared conversion only), fresh memory each time."""
+    return x if x.dtype == compute_dtype(x) else widened(jax.lax.optimization_barrier(x))
 
 
 def compute_dtype(x: Any) -> Any:
