@@ -24,9 +24,10 @@ AXES = ("trust_denominator", "momentum_style", "larc_clip", "larc_clip_on_fallba
 #: between syncs), ~60 in MXNet (a step's update calls collected per device), ~30 in torch
 #: (`record`, the step's values placed by name) and ~45 in JAX (`record=k` gated on the device,
 #: a recorder fed by the state); issue 21's ~25 for JAX's bfloat16 (rounded on the bits, the
-#: norms' conversion kept apart from the update's: XLA:CPU's conversions were most of the step).
-#: A guard against the rule growing back.
-LINES = 2378
+#: norms' conversion kept apart from the update's: XLA:CPU's conversions were most of the step),
+#: and ~10 for each library's `Ops.widen` (a low-precision gradient prepared in float32 by the
+#: core, where JAX had done it alone). A guard against the rule growing back.
+LINES = 2387
 
 
 def code_words(path: Path) -> set[str]:

@@ -97,6 +97,16 @@ def test_global_clip_factor():
         refuse_partial_steps(rule.hp, "one call sees some of the gradients")
 
 
+def test_a_low_precision_gradient_is_rescaled_and_clipped_in_the_steps_dtype():
+    hp = hyperparams("paper", lr=LR, grad_rescale=0.3, grad_clip_value=0.1)
+    g = np.array([0.1235, -0.2471, 0.3333, 0.5, -1.0, 0.01], np.float16)
+    (prepared,) = Rule(hp, plan(hp, [("w", g.shape)])).prepare(Ops(np.float32), [g])
+    expected = np.clip(np.float32(0.3) * g.astype(np.float32), np.float32(-0.1), np.float32(0.1))
+    assert prepared.dtype == np.float32
+    assert np.array_equal(prepared, expected)  # not 0.3·g rounded to float16 first
+    assert not np.array_equal(expected, np.clip(np.float16(0.3) * g, -0.1, 0.1).astype(np.float32))
+
+
 def test_mlperf_eps_quirk_lives_in_the_value():
     hp = hyperparams("mlperf", lr=0.1).replace(eps=0.0)
     assert hp.eps == 1e-7 and Hyperparams.from_dict(hp.to_dict()) == hp

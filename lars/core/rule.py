@@ -156,12 +156,13 @@ class Rule:
 
     # Gradients ---------------------------------------------------------------------------------
     def prepare(self, ops: Ops, grads: Sequence[Any]) -> list[Any]:
-        """`ĝ`: the gradients clipped element-wise (of `±grad_rescale·g`), or the same ones."""
+        """`ĝ`: the gradients clipped element-wise (of `±grad_rescale·g`, in `ops`' dtype: a
+        bfloat16 gradient is not rounded again before the step), or the same ones."""
         c = self.gradient_clip
         if c is None:
             return list(grads)
         sigma = self.gradient_sign_scale
-        return [ops.clip(g if sigma == 1 else g * sigma, -c, c) for g in grads]
+        return [ops.clip(g if sigma == 1 else g * sigma, -c, c) for g in map(ops.widen, grads)]
 
     def clip_requests(self, prepared: Sequence[Any]) -> list[Request]:
         """What the global-norm clip needs (none without it): `||κ₀·ĝ||²` of every tensor."""

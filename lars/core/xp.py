@@ -57,6 +57,11 @@ class Ops:
     def power(self, x: Any, y: Any) -> Any:
         return np.power(x, y)
 
+    def widen(self, x: Any) -> Any:
+        """A tensor of a narrower dtype (float16, bfloat16) in this dtype, before any arithmetic on
+        it: a low-precision gradient is prepared in float32, as the step that uses it."""
+        return x if x.dtype.itemsize >= self.dtype.itemsize else x.astype(self.dtype)
+
     def clip(self, x: Any, low: float, high: float) -> Any:
         """Element-wise clip of a gradient into `[low, high]`, in its own dtype."""
         return np.clip(x, x.dtype.type(low), x.dtype.type(high))

@@ -67,9 +67,12 @@ def test_float32_follows_the_float32_reference():
 
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
-def test_low_precision_params_step_in_float32_with_float32_buffers(dtype):
+# lr 1 with the clip: its float16 updates at lr 0.1, ~5e-5, would be subnormals (not one rounding)
+@pytest.mark.parametrize(("lr", "more"), [(0.1, {}), (1.0, {"grad_rescale": 0.3, "grad_clip_value": 0.3})])
+def test_low_precision_params_step_in_float32_with_float32_buffers(dtype, lr, more):
     """The step of float16/bfloat16 params is the float32 reference's on the same values, rounded
-    once to the params' dtype; buffers and trust ratios stay float32."""
+    once to the params' dtype; buffers and trust ratios stay float32 (and so does a gradient
+    rescaled and clipped element-wise)."""
     def narrow(t):
         return jax.tree.map(lambda x: x.astype(dtype), t)
 
@@ -77,9 +80,9 @@ def test_low_precision_params_step_in_float32_with_float32_buffers(dtype):
         return jax.tree.map(lambda x: x.astype(jnp.float32), t)
 
     params, grads = narrow(tree(SHAPES, 0, np.float32)), [narrow(g) for g in gradients(SHAPES, 1, np.float32)]
-    tx = jax_lars(0.1, momentum=0.9, weight_decay=1e-2)
+    tx = jax_lars(lr, momentum=0.9, weight_decay=1e-2, **more)
     updates, state = jax.jit(tx.update)(grads[0], tx.init(params), params)
-    hp = lars.hyperparams("paper", lr=0.1, momentum=0.9, weight_decay=1e-2)
+    hp = lars.hyperparams("paper", lr=lr, momentum=0.9, weight_decay=1e-2, **more)
     expected, reference_state, ratios = run_reference(hp, wide(params), [wide(grads[0])])
     start = flat(wide(params))
     for name, u in flat(updates).items():

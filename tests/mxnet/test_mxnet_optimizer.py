@@ -14,7 +14,10 @@ from mxnet_helpers import NAMES, SHAPES, TOLERANCE, assert_close, gradients, rel
 
 import lars
 from lars.backends.mxnet import OneLARS, export_state, import_state
+from lars.backends.mxnet.kernels import HostOps, Lazy
 from lars.core import State, reference
+from lars.core.policy import plan
+from lars.core.rule import Rule
 
 STEPS = 20
 #: flavor -> its arguments here (timm: wd so that it adapts, and dampening).
@@ -155,6 +158,17 @@ def test_float16_multi_precision_keeps_an_fp32_master(aggregate_num: int) -> Non
     assert_close(got, expected, tolerance=2e-3)
     # the master copy holds what float16 cannot: the fp32 run is not the fp16-rounded one
     assert any(not np.array_equal(m, w.astype(np.float32)) for m, w in zip(masters, got, strict=True))
+
+
+def test_a_float16_gradient_is_rescaled_and_clipped_in_float32() -> None:
+    hp = lars.hyperparams("paper", lr=0.1, grad_rescale=0.3, grad_clip_value=0.1)
+    g = np.array([0.1235, -0.2471, 0.3333, 0.5, -1.0, 0.01], np.float16)
+    rule = Rule(hp, plan(hp, [("w", g.shape)]))
+    (prepared,) = rule.prepare(HostOps(np.float32), [Lazy(nd.array(g, dtype=g.dtype))])
+    scale, made = prepared.parts()
+    expected = np.clip(np.float32(0.3) * g.astype(np.float32), np.float32(-0.1), np.float32(0.1))
+    assert scale == 1.0 and made.dtype == np.float32
+    assert np.array_equal(made.asnumpy(), expected)  # not 0.3·g rounded to float16 first
 
 
 def trainer_for(in_units: int, options: dict[str, object]) -> tuple[gluon.nn.HybridSequential, gluon.Trainer]:

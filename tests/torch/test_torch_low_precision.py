@@ -17,8 +17,10 @@ from lars.core.policy import TensorPlan
 
 # a tensor over two chunks with a partial third, a matrix, a vector
 SHAPES = [(2 * low_precision.CHUNK + 1000,), (300, 7), (64,)]
-# heavy-ball, SGD-style, ratio outside, clip, the combined norm (its u = g + wd*w made in float32)
-FLAVORS = ["paper", "timm", "holocron", "larc", "optax"]
+# heavy-ball, SGD-style, ratio outside, clip, the combined norm (its u = g + wd*w made in float32),
+# and a gradient rescaled and clipped element-wise (in float32, not rounded again to its own dtype)
+FLAVORS = [("paper", {}), ("timm", {}), ("holocron", {}), ("larc", {}), ("optax", {}),
+           ("paper", {"grad_rescale": 0.3, "grad_clip_value": 0.003})]
 
 
 def draw(shape, seed, scale):
@@ -32,9 +34,9 @@ def group(params, grads, buffers, hp, adapt=(True, True, False)):
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("flavor", FLAVORS)
-def test_a_low_precision_step_is_the_float32_fused_step_rounded(dtype, flavor):
-    hp = lars.hyperparams(flavor, lr=0.5, momentum=0.9, weight_decay=1e-3)
+@pytest.mark.parametrize(("flavor", "more"), FLAVORS)
+def test_a_low_precision_step_is_the_float32_fused_step_rounded(dtype, flavor, more):
+    hp = lars.hyperparams(flavor, lr=0.5, momentum=0.9, weight_decay=1e-3, **more)
     params = [draw(s, i, 0.1).to(dtype) for i, s in enumerate(SHAPES)]
     buffers: list = [None] * len(SHAPES)
     for step in range(3):

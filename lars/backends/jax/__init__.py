@@ -189,8 +189,8 @@ class Kernel:
 
 
 def narrow(x: Any, dtype: Any) -> Any:
-    """`x.astype(dtype)`; to bfloat16 rounded to nearest even on the bits (XLA:CPU's conversion
-    costs ~1.5 ns a value inside a fusion: 40 ms of a ResNet-50 step), NaN kept a quiet NaN."""
+    """`x.astype(dtype)`; to bfloat16 rounded to nearest even on the bits, NaN kept a quiet NaN:
+    XLA:CPU's own conversion is slow inside a fusion (`docs/benchmarks.md`)."""
     if dtype != jnp.bfloat16:
         return x.astype(dtype)
     b = jax.lax.bitcast_convert_type(x, jnp.uint32)
@@ -418,10 +418,9 @@ def lars(learning_rate: float | Schedule | None = None, flavor: str | None = Non
         for i, dtype in enumerate(dtypes):
             groups.setdefault(dtype, []).append(i)
         every = int(record)  # each k-th update records (the others skip ||Δw||: NaN in the state)
-        clipped = resolved.grad_clip_value is not None  # the core clips them: widened first
         gate = every == 1 or (every > 1 and state.count % every == 0)
         batches = [Batch(Rule(resolved, [plans[i] for i in ix]), JaxOps(dtypes[ix[0]]),
-                         [w[i] for i in ix], [g[i].astype(dtypes[i]) if clipped else g[i] for i in ix],
+                         [w[i] for i in ix], [g[i] for i in ix],
                          [v[i] for i in ix], lr, last_lr=state.last_lr, first=state.count == 0,
                          position=ix, numbers=inputs, extra={"leaves": ix}, record=gate)
                    for ix in groups.values()]

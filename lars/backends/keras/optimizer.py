@@ -53,6 +53,9 @@ class KerasOps(Ops):
     def scalar(self, value: Any) -> Any:
         return value if is_static(value) else ops.cast(value, self.name)
 
+    def widen(self, x: Any) -> Any:
+        return ops.cast(x, self.name)
+
     def where(self, condition: Any, x: Any, y: Any) -> Any:
         if is_static(x):  # y takes x's dtype
             x = ops.convert_to_tensor(x, "bool" if isinstance(x, bool) else self.name)

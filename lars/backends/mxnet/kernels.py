@@ -72,13 +72,17 @@ class Lazy:
 
     def parts(self) -> tuple[float, Any]:
         if self.bound is not None and self.made is None:  # `nd.clip` holds its bounds in float32
-            y, c = self.x * self.scale, self.bound
+            x = self.x.astype(np.float32) if self.x.dtype == np.float16 else self.x  # `HostOps.widen`
+            y, c = x * self.scale, self.bound
             self.made = nd.clip(y, -c, c) if y.dtype != np.float64 else nd.maximum(nd.minimum(y, c), -c)
         return (self.scale, self.x) if self.bound is None else (1.0, self.made)
 
 
 class HostOps(Ops):
     """The core's NumPy `Ops` (the coefficients are computed on the host), its clip `Lazy`."""
+
+    def widen(self, x: Any) -> Any:
+        return x  # a float16 gradient is widened where it is made (`Lazy.parts`)
 
     def clip(self, x: Any, low: float, high: float) -> Any:
         return Lazy(x.x, x.scale, high)  # `Rule.prepare` clips into [-c, c]

@@ -54,6 +54,9 @@ class TorchOps(Ops):
     def minimum(self, x: Any, y: Any) -> Tensor:
         return torch.clamp(x, max=y) if is_static(y) else torch.minimum(x, y)
 
+    def widen(self, x: Tensor) -> Tensor:
+        return x.to(self.dtype) if x.dtype.itemsize < self.dtype.itemsize else x
+
     def flagged(self, mask: Any) -> tuple[int, ...]:
         return tuple(torch.nonzero(mask).flatten().tolist())  # a sync on a device
 
