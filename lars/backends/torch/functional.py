@@ -106,9 +106,10 @@ def norms(tensors: Sequence[Tensor], dtype: torch.dtype) -> Tensor:
     small_norms = torch.stack(F.foreach_norm(small, 2, dtype=dtype)) if small else torch.zeros(0, dtype=dtype)
     if not large:
         return small_norms
-    parts = [torch.cat(piece_norms(t, low_precision.scratch(CONVERT_BLOCK))) for t in large]
-    squares = torch.cat(parts).double().square()  # every piece summed at once, by its owner:
-    owners = torch.repeat_interleave(torch.arange(len(large)), torch.tensor([len(x) for x in parts]))
+    pieces = [piece_norms(t, low_precision.scratch(CONVERT_BLOCK)) for t in large]
+    squares = torch.cat([p for x in pieces for p in x]).double().square()  # every piece at once,
+    counts = torch.tensor([sum(map(len, x)) for x in pieces])  # summed by its owner:
+    owners = torch.repeat_interleave(torch.arange(len(large)), counts)
     large_norms = torch.zeros(len(large), dtype=torch.float64).index_add_(0, owners, squares).sqrt()
     where = [_constant(tuple(i for i, p in enumerate(pieced) if p == flag), torch.int64, torch.device("cpu"))
              for flag in (False, True)]
