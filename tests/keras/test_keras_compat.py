@@ -67,3 +67,13 @@ def test_tf_distribute_hooks_exist_and_sum_over_replicas():
 def test_the_overridden_hooks_are_keras_methods(name):
     """If Keras renamed a hook, LARS's override would silently stop being called."""
     assert any(name in vars(c) for c in keras.optimizers.Optimizer.__mro__)
+
+
+def test_a_float32_buffer_of_a_bfloat16_variable_is_named_as_keras_names_one():
+    """`_compat.buffer` makes what `add_variable_from_reference` makes, in another dtype."""
+    optimizer = LARS(0.1)
+    variable = keras.Variable(np.zeros((3, 2), "float32"), name="kernel", dtype="bfloat16")
+    ours = _compat.buffer(optimizer, variable, "float32")
+    keras_own = optimizer.add_variable_from_reference(variable, name="momentum")
+    assert (ours.name, ours.shape, ours.dtype) == (keras_own.name, keras_own.shape, "float32")
+    assert keras_own.dtype == "bfloat16"

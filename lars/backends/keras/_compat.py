@@ -52,6 +52,14 @@ def each(optimizer: Any, fn: Callable[..., None], variables: Sequence[Any], args
     tf.__internal__.distribute.interim.maybe_merge_call(run, strategy, args)  # tensorflow 2.21.0
 
 
+def buffer(optimizer: Any, variable: Any, dtype: str) -> Any:
+    """`optimizer.add_variable_from_reference(variable, "momentum")` in `dtype`: its name and
+    layout (keras 3.15.1), which `.keras` files and keras.distribution read."""
+    return optimizer.add_variable(shape=variable.shape, initializer="zeros", dtype=dtype,
+                                  name=f"{variable.path.replace('/', '_')}_momentum",
+                                  layout=getattr(variable, "_layout", None))
+
+
 def scope(optimizer: Any) -> Any:
     """Where to make an optimizer variable: on TF, in the optimizer's tf.distribute strategy."""
     return optimizer._distribution_strategy.scope() if TENSORFLOW else contextlib.nullcontext()

@@ -26,11 +26,14 @@ from lars.core.policy import Exclude, plan
 from lars.core.rule import Coefficients, Request, Rule, at
 from lars.core.state import State, load_state, save_state
 from lars.core.step import Batch, assemble, step
-from lars.core.trace import QUANTITIES, Recorder
+from lars.core.trace import QUANTITIES
 from lars.core.xp import Ops, is_static
 
 if _compat.TENSORFLOW:
     import tensorflow as tf
+
+#: Variables of these dtypes step in float32 with float32 buffers, as in the other frameworks.
+LOW_PRECISION = ("float16", "bfloat16")
 
 #: Keras base-class arguments that LARS passes through (applied before the LARS step).
 KERAS_ARGUMENTS = ("clipnorm", "clipvalue", "global_clipnorm", "use_ema", "ema_momentum",
@@ -127,7 +130,7 @@ class LARS(_compat.Hooks, keras.optimizers.Optimizer):
             check_floating("parameter", str(v.path), keras.backend.standardize_dtype(v.dtype))
         super().build(variables)
         self._plans = plan(self.hyperparameters, [(v.path, tuple(v.shape)) for v in variables])
-        self.momentums = [self.add_variable_from_reference(v, name="momentum") for v in variables
+        self.momentums = [_compat.buffer(self, v, compute_dtype(v)) for v in variables
                           ] if Rule(self.hyperparameters, self._plans).has_buffer else []
         floatx, first = keras.config.floatx(), "only_first_replica"  # written in the replica context
         self.last_trust_ratios = self.add_variable((len(variables),), initializer="ones", dtype=floatx,
@@ -196,7 +199,8 @@ class LARS(_compat.Hooks, keras.optimizers.Optimizer):
         for p, v in enumerate(variables):
             groups.setdefault(keras.backend.standardize_dtype(v.dtype), []).append(p)
         batches, first, order = [], ops.equal(self.iterations, 0), list[int]()
-        for dtype, ps in groups.items():
+        for ps in groups.values():
+            dtype = compute_dtype(variables[ps[0]])
             rule = Rule(self.hyperparameters, [self._plans[indices[p]] for p in ps])
             batches.append(Batch(rule, KerasOps(dtype), [variables[p] for p in ps],
                                  [ops.cast(grads[p], dtype) for p in ps],
@@ -222,7 +226,9 @@ class LARS(_compat.Hooks, keras.optimizers.Optimizer):
     def update(self, b: Batch, c: Coefficients, *, buffers: bool = True, weights: bool = True) -> None:
         """`lars.core.step.Backend`: TF's kernels for a buffer with a numeric momentum when both
         phases are one, else `keras.ops` (`a` None: no buffer update; `d, e, f` 0: no weight update)."""
-        fused = _compat.TENSORFLOW and buffers and weights and b.rule.has_buffer and b.rule.constant_momentum
+        low = keras.backend.standardize_dtype(b.weights[0].dtype) in LOW_PRECISION  # stepped in float32
+        fused = _compat.TENSORFLOW and not low and buffers and weights and b.rule.has_buffer and \
+            b.rule.constant_momentum
         a, bk, bl = c.buffer_terms() if c.momentum is not None and buffers else (None, 0.0, 0.0)
         d, e, f = c.weight_terms() if weights else (0.0, 0.0, 0.0)
 
@@ -231,12 +237,14 @@ class LARS(_compat.Hooks, keras.optimizers.Optimizer):
             velocity = b.buffers[j]
             if fused:
                 return _tf_kernel(variable, velocity.value, g, a, bk, bl, f, s, c.lookahead)
-            w = ops.convert_to_tensor(variable)
+            w = b.ops.widen(ops.convert_to_tensor(variable))
             if a is not None:
                 self.assign(velocity, _combine((a, ops.convert_to_tensor(velocity)), (-bk, g), (-bl, w)))
             moved = [] if velocity is None else [(-d, ops.convert_to_tensor(velocity))]
             step = _combine(*moved, (e, g), (f, w))  # (no `:=`: AutoGraph cannot convert it)
-            if step is not None:
+            if step is not None and low:  # rounded once, as in the other frameworks
+                self.assign(variable, ops.cast(w - step, variable.dtype))
+            elif step is not None:
                 self.assign_sub(variable, step)
 
         columns = [_column(x, len(b.weights)) for x in (a, bk, bl, d, e, f, c.step)]
@@ -316,6 +324,12 @@ class LARS(_compat.Hooks, keras.optimizers.Optimizer):
         return super().from_config(config, custom_objects)  # type: ignore[no-any-return]
 
 
+def compute_dtype(variable: Any) -> str:
+    """The dtype a variable steps in: float32 for float16 and bfloat16, else its own."""
+    dtype = keras.backend.standardize_dtype(variable.dtype)
+    return "float32" if dtype in LOW_PRECISION else dtype
+
+
 def _is_schedule(learning_rate: Any) -> bool:
     """Whether Keras takes `learning_rate` as a schedule (else it is a rate, a number)."""
     schedule = keras.optimizers.schedules.LearningRateSchedule
@@ -332,7 +346,7 @@ def _sum_of_squares(b: Batch, r: Request, i: int) -> Any:
     """`||Σ c·t||²` of tensor `i` in one accurate pass (TF's `L2Loss`, `Σx²/2`, no temporary; else
     `keras.ops`, which XLA fuses), `c²·||t||²` for one term (not `scaled`); a term of the buffers
     (`n = -v`) negated."""
-    job = [(-c if t is b.buffers else c, ops.convert_to_tensor(t[i]))
+    job = [(-c if t is b.buffers else c, b.ops.widen(ops.convert_to_tensor(t[i])))
            for c, t in ((1.0 if at(c, i) is None else at(c, i), t) for c, t in r.terms)]
     c, x = (1.0, _combine(*job)) if len(job) > 1 or r.scaled else job[0]
     s = 2.0 * tf.nn.l2_loss(x) if _compat.TENSORFLOW else ops.sum(ops.square(x))
@@ -363,41 +377,3 @@ def _column(x: Any, n: int) -> list[Any]:
     """A coefficient per tensor: a vector unstacked once, a number or a 0-d value repeated."""
     return [x] * n if x is None or is_static(x) or len(x.shape) == 0 else list(ops.unstack(x))
 
-
-class TraceCallback(keras.callbacks.Callback):
-    """Records one step in `every` of `fit` with `LARS` into the trace file `path` (`lars.core.trace`,
-    flushed every `flush` recorded steps and at the end; a later fit goes on): per variable (by
-    path) what `LARS` records in its traced step, the learning rate, and the loss of `fit`'s logs
-    (Keras's mean over the epoch so far). With `steps_per_execution` > 1, an execution's last step."""
-
-    def __init__(self, path: str | os.PathLike[str], every: int = 1, flush: int = 100) -> None:
-        super().__init__()
-        self.path, self.every, self.flush, self.recorder = path, every, flush, Recorder(  # checks them
-            path, (), (), framework="keras", dtype="", hyperparams={}, every=every, flush=flush)
-
-    def on_train_begin(self, logs: Any = None) -> None:
-        if not isinstance(opt := self.model.optimizer, LARS):
-            raise TypeError(f"TraceCallback records lars's LARS, not {type(opt).__name__}")
-        opt.start_recording()  # (Keras's JAX trainer has built it)
-        self.model.make_train_function(force=True)
-        self.opt, self.step, self.begin = opt, int(opt.iterations.numpy()), 0
-        self.recorder.closed = False
-
-    def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
-        self.begin = batch
-
-    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
-        opt, self.step = self.opt, self.step + batch - self.begin + 1
-        if not self.recorder.names:  # at the first step: the optimizer is built
-            names, shapes = zip(*((str(t.name), t.shape) for t in opt._plans), strict=True)
-            self.recorder = Recorder(self.path, names, shapes,
-                                     framework="keras", dtype=keras.config.floatx(), every=self.every,
-                                     hyperparams=opt.hyperparameters.to_dict(), flush=self.flush)
-        if self.recorder.wants(self.step - 1):
-            *values, lr = _compat.current(self, [*opt.records, opt.last_lr])
-            self.recorder.add(self.step - 1, lr, dict(zip(QUANTITIES, values, strict=True)),
-                              (logs or {}).get("loss"))
-
-    def on_train_end(self, logs: Any = None) -> None:
-        self.recorder.close()
-        self.opt.recording, self.model.train_function = False, None  # the next fit: as before
