@@ -237,15 +237,14 @@ class LARS(_compat.Hooks, keras.optimizers.Optimizer):
             velocity = b.buffers[j]
             if fused:
                 return _tf_kernel(variable, velocity.value, g, a, bk, bl, f, s, c.lookahead)
-            w = b.ops.widen(ops.convert_to_tensor(variable))
+            args = (variable, g, velocity, a, bk, bl, d, e, f)
+            if low and _compat.TENSORFLOW:  # tensors, not Variables (the buffer, the variable, an lr)
+                args = tuple(x if x is None or is_static(x) else tf.convert_to_tensor(x) for x in args)
+            n, w = (_tf_rounded if low and _compat.TENSORFLOW else _affine)(*args)
             if a is not None:
-                self.assign(velocity, _combine((a, ops.convert_to_tensor(velocity)), (-bk, g), (-bl, w)))
-            moved = [] if velocity is None else [(-d, ops.convert_to_tensor(velocity))]
-            step = _combine(*moved, (e, g), (f, w))  # (no `:=`: AutoGraph cannot convert it)
-            if step is not None and low:  # rounded once, as in the other frameworks
-                self.assign(variable, ops.cast(w - step, variable.dtype))
-            elif step is not None:
-                self.assign_sub(variable, step)
+                self.assign(velocity, n)
+            if w is not None:  # rounded once to a float16/bfloat16 variable's dtype
+                self.assign(variable, ops.cast(w, variable.dtype))
 
         columns = [_column(x, len(b.weights)) for x in (a, bk, bl, d, e, f, c.step)]
         _compat.each(self, kernel, b.weights, list(zip(b.prepared, *columns, strict=True)))
@@ -340,6 +339,36 @@ def _combine(*terms: tuple[Any, Any]) -> Any:
     """`Σ c·t` without the static zeros and ones (None if no term is left)."""
     parts = [t if is_static(c) and c == 1 else c * t for c, t in terms if not (is_static(c) and c == 0)]
     return sum(parts[1:], parts[0]) if parts else None
+
+
+def _affine(w: Any, g: Any, n: Any, a: Any, bk: Any, bl: Any, d: Any, e: Any, f: Any) -> tuple[Any, Any]:
+    """`(n', w')` in `g`'s dtype (`w` widened to it): `n' = a·n - (b·κ)·ĝ - (b·λ)·w` (`n` where `a`
+    is None), `w' = w - (-d·n' + e·ĝ + f·w)` (None without a step)."""
+    w = ops.cast(w, g.dtype)
+    if a is not None:
+        n = _combine((a, n), (-bk, g), (-bl, w))
+    step = _combine(*([] if n is None else [(-d, n)]), (e, g), (f, w))
+    return n, None if step is None else w - step
+
+
+def _rounded(w: Any, *args: Any) -> tuple[Any, Any]:
+    """`_affine` of a float16/bfloat16 variable on TF, `w'` rounded to bfloat16 on its bits
+    (XLA:CPU's own conversion is slow, `docs/benchmarks.md`)."""
+    n, moved = _affine(w, *args)
+    return n, moved if moved is None or w.dtype != tf.bfloat16 else to_bfloat16(moved)
+
+
+def to_bfloat16(x: Any) -> Any:
+    """`x` (float32) rounded to nearest even, as `tf.cast` does; a NaN stays a NaN."""
+    bits = tf.bitcast(x, tf.uint32)
+    sixteen, one, quiet = (tf.constant(k, tf.uint32) for k in (16, 1, 0x400000))
+    up = bits + tf.bitwise.bitwise_and(tf.bitwise.right_shift(bits, sixteen), one) + 0x7FFF
+    bits = tf.where(tf.math.is_nan(x), tf.bitwise.bitwise_or(bits, quiet), up)
+    return tf.bitcast(tf.cast(tf.bitwise.right_shift(bits, sixteen), tf.uint16), tf.bfloat16)
+
+
+if _compat.TENSORFLOW:  # one XLA loop per variable: TF runs each op as a pass of its own
+    _tf_rounded = tf.function(_rounded, jit_compile=True, reduce_retracing=True)
 
 
 def _sum_of_squares(b: Batch, r: Request, i: int) -> Any:
