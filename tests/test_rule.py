@@ -15,7 +15,7 @@ from lars.core.hyperparams import Hyperparams
 from lars.core.policy import Exclude, plan
 from lars.core.rule import Rule, refuse_partial_steps
 from lars.core.schedules import Constant, WarmupCosine, WarmupPolynomial
-from lars.core.xp import Ops
+from lars.core.xp import Ops, step_dtype
 
 W_NORM, G_NORM, LR, WD, ETA = 2.0, 0.5, 0.1, 1e-4, 1e-3
 
@@ -95,6 +95,11 @@ def test_global_clip_factor():
     assert rule.clip_factor(Ops(), np.float64(1.0)) == 1.0
     with pytest.raises(HyperparameterError, match="grad_clip_norm"):
         refuse_partial_steps(rule.hp, "one call sees some of the gradients")
+
+
+def test_low_precision_parameters_step_in_float32_and_others_in_their_own_dtype():
+    assert [step_dtype(n) for n in ("float16", "bfloat16", "float32", "float64")] == \
+        ["float32", "float32", "float32", "float64"]
 
 
 def test_a_low_precision_gradient_is_rescaled_and_clipped_in_the_steps_dtype():

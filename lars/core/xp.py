@@ -19,6 +19,14 @@ from typing import Any
 
 import numpy as np
 
+#: Parameters of these dtypes step in float32 and keep float32 momentum buffers, in every framework.
+LOW_PRECISION = ("float16", "bfloat16")
+
+
+def step_dtype(name: str) -> str:
+    """The dtype (by name) a parameter of dtype `name` steps in and keeps its buffer in."""
+    return "float32" if name in LOW_PRECISION else name
+
 
 class Ops:
     """The interface, implemented for NumPy arrays of one dtype (`dtype`).

@@ -35,7 +35,7 @@ from lars.core.rule import NUMBERS, STAND_INS, Coefficients, Request, Rule, at
 from lars.core.state import State, check_state, load_state, save_state
 from lars.core.step import Batch, assemble, jobs, step
 from lars.core.trace import QUANTITIES, Recorder, TraceError
-from lars.core.xp import Ops, is_static
+from lars.core.xp import Ops, is_static, step_dtype
 
 Schedule = Callable[[jax.Array], jax.Array]
 #: The mesh axes a tensor is split over, in `axis_name`'s order; () for a replicated tensor.
@@ -210,7 +210,8 @@ def apart(x: Any) -> Any:
 
 
 def compute_dtype(x: Any) -> Any:
-    return jnp.float32 if x.dtype in (jnp.bfloat16, jnp.float16) else x.dtype
+    """The dtype a leaf steps in (`lars.core.xp.step_dtype`)."""
+    return jnp.dtype(step_dtype(jnp.dtype(x.dtype).name))
 
 
 def key_name(path: tuple[Any, ...]) -> str:

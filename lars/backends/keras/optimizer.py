@@ -27,13 +27,10 @@ from lars.core.rule import Coefficients, Request, Rule, at
 from lars.core.state import State, load_state, save_state
 from lars.core.step import Batch, assemble, step
 from lars.core.trace import QUANTITIES
-from lars.core.xp import Ops, is_static
+from lars.core.xp import LOW_PRECISION, Ops, is_static, step_dtype
 
 if _compat.TENSORFLOW:
     import tensorflow as tf
-
-#: Variables of these dtypes step in float32 with float32 buffers, as in the other frameworks.
-LOW_PRECISION = ("float16", "bfloat16")
 
 #: Keras base-class arguments that LARS passes through (applied before the LARS step).
 KERAS_ARGUMENTS = ("clipnorm", "clipvalue", "global_clipnorm", "use_ema", "ema_momentum",
@@ -324,9 +321,8 @@ class LARS(_compat.Hooks, keras.optimizers.Optimizer):
 
 
 def compute_dtype(variable: Any) -> str:
-    """The dtype a variable steps in: float32 for float16 and bfloat16, else its own."""
-    dtype = keras.backend.standardize_dtype(variable.dtype)
-    return "float32" if dtype in LOW_PRECISION else dtype
+    """The dtype a variable steps in (`lars.core.xp.step_dtype`)."""
+    return step_dtype(keras.backend.standardize_dtype(variable.dtype))
 
 
 def _is_schedule(learning_rate: Any) -> bool:

@@ -22,13 +22,19 @@ from torch import Tensor
 
 from lars.backends.torch import _compat as F
 from lars.backends.torch import distributed, low_precision
+from lars.core import xp
 from lars.core.hyperparams import Hyperparams
 from lars.core.policy import TensorPlan, plan
 from lars.core.rule import Coefficients, Request, Rule, at
 from lars.core.step import Batch, jobs, step
-from lars.core.xp import Ops, is_static
+from lars.core.xp import Ops, is_static, step_dtype
 
-LOW_PRECISION = (torch.float16, torch.bfloat16)
+LOW_PRECISION = tuple(getattr(torch, name) for name in xp.LOW_PRECISION)
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype a parameter of `dtype` steps in (`lars.core.xp.step_dtype`)."""
+    return getattr(torch, step_dtype(str(dtype).removeprefix("torch.")))  # type: ignore[no-any-return]
 
 
 class TorchOps(Ops):
@@ -274,7 +280,7 @@ def batch(hp: Hyperparams, group: TensorGroup, lr: Any, path: str | None) -> Bat
     gs = [distributed.local(g, p) for g, p in zip(group.grads, group.params, strict=True)]
     vs = [distributed.local(v) for v in group.buffers]
     plans = group.plans or plan(hp, [(None, tuple(p.shape)) for p in group.params])
-    dtype = torch.float32 if ws[0].dtype in LOW_PRECISION else ws[0].dtype
+    dtype = compute_dtype(ws[0].dtype)
     sharded = any(map(distributed.is_sharded, group.params))
     return Batch(Rule(hp, plans), TorchOps(dtype, ws[0].device), ws, gs, vs, lr, last_lr=group.last_lr,
                  first=tuple(v is None for v in vs), position=group.position,

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from lars.backends.torch import _compat, functional
 from lars.backends.torch.distributed import is_sharded, shard_like, whole
-from lars.backends.torch.functional import LOW_PRECISION, TensorGroup
+from lars.backends.torch.functional import LOW_PRECISION, TensorGroup, compute_dtype
 from lars.core.config import Config, as_config
 from lars.core.errors import HyperparameterError, ShapeError, StateError, not_floating
 from lars.core.flavors import resolve
@@ -272,7 +272,7 @@ class LARS(torch.optim.Optimizer):
             if state.last_lr is not None:
                 entry["last_lr"] = state.last_lr
             if name in state.momentum_buffers:
-                dtype = torch.float32 if p.dtype in LOW_PRECISION else p.dtype
+                dtype = compute_dtype(p.dtype)
                 whole_buffer = torch.as_tensor(np.asarray(state.momentum_buffers[name]), dtype=dtype)
                 # a piece laid out as the parameter, or a whole buffer in its memory layout
                 entry["momentum_buffer"] = (shard_like(whole_buffer, p) if is_sharded(p)
@@ -345,7 +345,7 @@ def check_step_tensors(name: str, p: Tensor, w: Tensor, buffer: Tensor | None) -
     if grad.shape != p.shape:  # worded as the reference's `check_shapes`
         raise ShapeError(f"gradient {name!r} has shape {tuple(grad.shape)}, but the parameter has shape "
                          f"{tuple(p.shape)}")
-    compute = torch.float32 if p.dtype in LOW_PRECISION else p.dtype
+    compute = compute_dtype(p.dtype)
     for what, t in (("momentum buffer", buffer), ("master weight", w if w is not p else None)):
         if t is not None and (t.dtype != compute or t.shape != p.shape):
             raise StateError(f"the {what} of {name!r} is {described(t)}, expected one of dtype "
