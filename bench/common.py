@@ -37,11 +37,18 @@ DTYPES = tuple(LARS_BYTES)
 
 @dataclass(frozen=True)
 class Target:
-    """The issue's target: `ours` takes at most `limit` times the time of `anchor`."""
+    """The issue's target: `ours` takes at most `limit` times the time of `anchor`, or of the
+    fastest of `anchor` and its `stand_ins` (the framework's other steps of the same kind) that
+    ran: an anchor whose step is wrong here is not measured (`checked`)."""
 
     ours: str
     anchor: str
     limit: float
+    stand_ins: tuple[str, ...] = ()
+
+    @property
+    def anchors(self) -> tuple[str, ...]:
+        return (self.anchor, *self.stand_ins)
 
 
 @dataclass(frozen=True)
@@ -51,14 +58,87 @@ class Backend:
     #: Every variant, by name; the adapter's start with "lars".
     variants: dict[str, Factory]
     targets: tuple[Target, ...]
-    #: The framework's fastest SGD step: the bandwidth it reaches is the attainable one.
-    sgd: str
+    #: The framework's SGD steps, fastest first where each is right: the fastest one measured
+    #: gives the attainable bandwidth.
+    sgd: tuple[str, ...]
     #: dtype -> why this framework cannot run it here (reported, never silently skipped).
     unsupported: dict[str, str] = field(default_factory=dict)
 
     def sweep_variants(self) -> list[str]:
         """The variants of the scaling sweeps: the adapter and its first target's anchor."""
         return [self.targets[0].ours, self.targets[0].anchor]
+
+
+class WrongStep(RuntimeError):
+    """A framework's step that does not compute what it stands for here (a kernel bug): it is
+    reported, never timed as an anchor."""
+
+
+#: The probe an anchor's step is checked on: the last tensor is longer than any SIMD width.
+PROBE_SHAPES = ((7,), (8, 8), (10, 100))
+PROBE_STEPS = 2
+
+
+def probe_tensors(seed: int = 1) -> Tensors:
+    """Weights and gradients ~ N(0, 1) with 8 significant bits, exact in bfloat16 and float16:
+    a step of lr 0.1 moves a weight by ~10 %, far beyond a few roundings of any dtype here."""
+    rng = np.random.default_rng(seed)
+
+    def exact(shape: tuple[int, ...]) -> np.ndarray:
+        x = rng.standard_normal(shape).astype(np.float32)
+        return (x.view(np.uint32) & np.uint32(0xFFFF0000)).view(np.float32)
+    return [(f"probe{i}", exact(s), exact(s)) for i, s in enumerate(PROBE_SHAPES)]
+
+
+def sgd_weights(tensors: Tensors, lr: float, momentum: float, weight_decay: float, steps: int,
+                ) -> list[np.ndarray]:
+    """SGD with momentum from the same gradients, in float64: `u = g + wd·w`, `v = m·v + u`
+    (`v = u` at the first step), `w -= lr·v`."""
+    out = []
+    for _, w0, g0 in tensors:
+        w, g, v = w0.astype(np.float64), g0.astype(np.float64), None
+        for _ in range(steps):
+            u = g + weight_decay * w
+            v = u if v is None else momentum * v + u
+            w = w - lr * v
+        out.append(w)
+    return out
+
+
+def wrong_weights(tensors: Tensors, got: list[np.ndarray], want: list[np.ndarray], dtype: str) -> str | None:
+    """Why `got` is not `want` within the dtype's roundings (None if it is): each weight within
+    5 % of its movement plus 4 units of rounding of its size."""
+    eps = {"bfloat16": 2.0**-7, "float16": 2.0**-10}.get(dtype) or float(np.finfo(np.dtype(dtype)).eps)
+    bad = total = 0
+    example = ""
+    for (_, w0, _), x, y in zip(tensors, got, want, strict=True):
+        x = np.asarray(x, np.float64).reshape(y.shape)
+        allowed = 0.05 * np.abs(y - w0) + 4 * eps * (np.abs(w0) + np.abs(y))
+        wrong = np.abs(x - y) > allowed
+        if wrong.any() and not example:
+            i = np.unravel_index(np.argmax(wrong), y.shape)
+            example = f", e.g. {float(w0[i]):.4g} -> {float(x[i]):.4g} where SGD gives {float(y[i]):.4g}"
+        bad, total = bad + int(wrong.sum()), total + y.size
+    return None if bad == 0 else f"{bad} of {total} weights wrong after {PROBE_STEPS} steps{example}"
+
+
+Build = Callable[[Tensors, str], tuple[Step, Callable[[], list[np.ndarray]]]]
+
+
+def checked(build: Build, lr: float, momentum: float, weight_decay: float) -> Factory:
+    """A factory of `build`'s step (which returns the step and a reader of its weights) that
+    first checks it computes SGD's step on the probe in that dtype, else raises `WrongStep`."""
+    def factory(tensors: Tensors, dtype: str) -> Step:
+        probe = probe_tensors()
+        step, weights = build(probe, dtype)
+        for _ in range(PROBE_STEPS):
+            step()
+        want = sgd_weights(probe, lr, momentum, weight_decay, PROBE_STEPS)
+        why = wrong_weights(probe, weights(), want, dtype)
+        if why is not None:
+            raise WrongStep(f"not SGD's step in {dtype} here: {why}")
+        return build(tensors, dtype)[0]
+    return factory
 
 
 @dataclass(frozen=True)

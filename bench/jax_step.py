@@ -18,9 +18,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-from bench.common import Backend, Factory, Step, Target, Tensors
+from bench.common import Backend, Factory, Step, Target, Tensors, checked
 from lars.backends.jax import lars
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -30,6 +31,13 @@ TRACES, NUMBER = tempfile.TemporaryDirectory(prefix="lars-bench-traces-"), itert
 
 def runner(tx: optax.GradientTransformation, tensors: Tensors, dtype: str,
            after: Callable[[Any], None] = lambda state: None, donate: bool = True) -> Step:
+    return built(tx, tensors, dtype, after, donate)[0]
+
+
+def built(tx: optax.GradientTransformation, tensors: Tensors, dtype: str,
+          after: Callable[[Any], None] = lambda state: None, donate: bool = True,
+          ) -> tuple[Step, Callable[[], list[np.ndarray]]]:
+    """The step, and a reader of the weights it leaves."""
     params = {name: jnp.asarray(w, DTYPES[dtype]) for name, w, _ in tensors}
     grads = {name: jnp.asarray(g, DTYPES[dtype]) for name, _, g in tensors}
 
@@ -45,11 +53,14 @@ def runner(tx: optax.GradientTransformation, tensors: Tensors, dtype: str,
         box["p"], box["s"] = step(box["p"], box["s"], grads)
         after(box["s"])
         jax.block_until_ready(box["p"])
-    return run
+    return run, lambda: [np.asarray(box["p"][name], np.float32) for name, _, _ in tensors]
 
 
-def sgd(tensors: Tensors, dtype: str) -> Step:
-    return runner(optax.chain(optax.add_decayed_weights(1e-4), optax.sgd(0.1, momentum=0.9)), tensors, dtype)
+def sgd_built(tensors: Tensors, dtype: str) -> tuple[Step, Callable[[], list[np.ndarray]]]:
+    return built(optax.chain(optax.add_decayed_weights(1e-4), optax.sgd(0.1, momentum=0.9)), tensors, dtype)
+
+
+sgd = checked(sgd_built, lr=0.1, momentum=0.9, weight_decay=1e-4)
 
 
 def peer(tensors: Tensors, dtype: str) -> Step:
@@ -76,5 +87,5 @@ def backend() -> Backend:
         versions={"jax": jax.__version__, "optax": optax.__version__, "device": jax.devices()[0].platform},
         variants={"optax sgd+wd, donated": sgd, "optax.lars": peer, "lars paper": ours},
         targets=(Target("lars paper", "optax sgd+wd, donated", 1.5), Target("lars paper", "optax.lars", 0.4)),
-        sgd="optax sgd+wd, donated",
+        sgd=("optax sgd+wd, donated",),
     )

@@ -6,26 +6,34 @@ and TF Model Garden's LARS, each step `optimizer.apply(grads, variables)` inside
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
+import numpy as np
 import tensorflow as tf
 
-from bench.common import Backend, Step, Target, Tensors
+from bench.common import Backend, Step, Target, Tensors, checked
 from lars.backends.keras import LARS
 
 
 def keras_runner(optimizer: keras.optimizers.Optimizer, tensors: Tensors, dtype: str) -> Step:
+    return built(optimizer, tensors, dtype)[0]
+
+
+def built(optimizer: keras.optimizers.Optimizer, tensors: Tensors, dtype: str,
+          ) -> tuple[Step, Callable[[], list[np.ndarray]]]:
+    """The step, and a reader of the weights it leaves."""
     variables = [keras.Variable(w, dtype=dtype, name=name.replace(".", "_")) for name, w, _ in tensors]
     grads = [tf.constant(g, dtype=dtype) for _, _, g in tensors]
     optimizer.build(variables)
     step = tf.function(lambda: optimizer.apply(grads, variables))
-    return lambda: step()
+    return lambda: step(), lambda: [np.asarray(keras.ops.convert_to_numpy(v), np.float32) for v in variables]
 
 
-def sgd(tensors: Tensors, dtype: str) -> Step:
-    return keras_runner(keras.optimizers.SGD(0.1, momentum=0.9), tensors, dtype)
+sgd = checked(lambda tensors, dtype: built(keras.optimizers.SGD(0.1, momentum=0.9), tensors, dtype),
+              lr=0.1, momentum=0.9, weight_decay=0.0)
 
 
 def ours(tensors: Tensors, dtype: str) -> Step:
@@ -51,5 +59,5 @@ def backend() -> Backend:
         versions={"keras": keras.__version__, "tensorflow": tf.__version__},
         variants={"keras SGD": sgd, "TF Model Garden LARS": model_garden, "lars paper": ours},
         targets=(Target("lars paper", "keras SGD", 1.5), Target("lars paper", "TF Model Garden LARS", 0.4)),
-        sgd="keras SGD",
+        sgd=("keras SGD",),
     )

@@ -61,7 +61,8 @@ def combine(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def targets(parts: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each target of each backend, on each set and dtype where both variants ran, with its floor:
+    """Each target of each backend, on each set and dtype where ours and an anchor ran (the fastest
+    of the target's anchor and stand-ins that ran), with its floor:
     the ratio our step would have if it moved its bytes at the attained bandwidth (`bound_ms`)."""
     ms = {(r["backend"], r["set"], r["dtype"], r["variant"]): r["ms"] for r in rows if r["kind"] == "set"}
     out = []
@@ -69,10 +70,13 @@ def targets(parts: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]]) -> 
         for m in (m for m in part["measurements"] if m["kind"] == "set"):
             for t in part["targets"]:
                 key = (part["backend"], m["set"], m["dtype"])
-                ours, anchor = ms.get((*key, t["ours"])), ms.get((*key, t["anchor"]))
-                if ours is not None and anchor is not None:
+                ran = {a: ms[(*key, a)] for a in (t["anchor"], *t.get("stand_ins", ())) if (*key, a) in ms}
+                ours = ms.get((*key, t["ours"]))
+                if ours is not None and ran:
+                    name = min(ran, key=ran.__getitem__)  # the fastest of those that ran (were right)
+                    anchor = ran[name]
                     out.append({"backend": part["backend"], "set": m["set"], "dtype": m["dtype"], **t,
-                                "ratio": ours / anchor, "met": ours / anchor <= t["limit"],
+                                "anchor": name, "ratio": ours / anchor, "met": ours / anchor <= t["limit"],
                                 "floor": m["bound_ms"] / anchor, "at_bound": m["bound_ms"] / ours,
                                 "gbps": m.get("gbps", m["triad_gbps"])})
     return out

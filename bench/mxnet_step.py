@@ -11,13 +11,22 @@ MXNet's error.
 
 from __future__ import annotations
 
-import mxnet as mx
+from collections.abc import Callable
 
-from bench.common import Backend, Step, Target, Tensors
+import mxnet as mx
+import numpy as np
+
+from bench.common import Backend, Step, Target, Tensors, checked
 from lars.backends.mxnet import OneLARS
 
 
 def runner(optimizer: mx.optimizer.Optimizer, tensors: Tensors, dtype: str) -> Step:
+    return built(optimizer, tensors, dtype)[0]
+
+
+def built(optimizer: mx.optimizer.Optimizer, tensors: Tensors, dtype: str,
+          ) -> tuple[Step, Callable[[], list[np.ndarray]]]:
+    """The step, and a reader of the weights it leaves."""
     weights = [mx.nd.array(w, dtype=dtype) for _, w, _ in tensors]
     grads = [mx.nd.array(g, dtype=dtype) for _, _, g in tensors]
     updater = mx.optimizer.get_updater(optimizer)
@@ -26,15 +35,18 @@ def runner(optimizer: mx.optimizer.Optimizer, tensors: Tensors, dtype: str) -> S
     def step() -> None:
         updater(indices, grads, weights)
         mx.nd.waitall()
-    return step
+    return step, lambda: [w.asnumpy().astype(np.float32) for w in weights]
 
 
 def names(tensors: Tensors) -> dict[int, str]:
     return {i: name.replace(".", "_") for i, (name, _, _) in enumerate(tensors)}
 
 
-def sgd(tensors: Tensors, dtype: str) -> Step:
-    return runner(mx.optimizer.SGD(learning_rate=0.1, momentum=0.9, wd=1e-4), tensors, dtype)
+def sgd_built(tensors: Tensors, dtype: str) -> tuple[Step, Callable[[], list[np.ndarray]]]:
+    return built(mx.optimizer.SGD(learning_rate=0.1, momentum=0.9, wd=1e-4), tensors, dtype)
+
+
+sgd = checked(sgd_built, lr=0.1, momentum=0.9, weight_decay=1e-4)
 
 
 def peer(tensors: Tensors, dtype: str) -> Step:
@@ -76,6 +88,6 @@ def backend() -> Backend:
                   "lars mxnet flavor, multi kernels": ours_multi, "lars paper": ours_paper},
         targets=(Target("lars paper", "mxnet sgd", 1.5), Target("lars mxnet flavor", "mxnet sgd", 1.5),
                  Target("lars mxnet flavor", "mxnet LARS", 0.6), Target("lars paper", "mxnet LARS", 0.6)),
-        sgd="mxnet sgd",
+        sgd=("mxnet sgd",),
         unsupported={} if refused is None else {"bfloat16": refused},
     )

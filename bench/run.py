@@ -18,7 +18,8 @@ What is measured, per backend:
   10 to 10,000 tensors; a point whose build (trace, compile) would take minutes is skipped,
   with why);
 - the attainable memory bandwidth: the better of a triad before each pass (`common.Triad`) and
-  the bandwidth the framework's fastest SGD step reaches (20 B/param in float32); each step is
+  the bandwidth the framework's fastest SGD step reaches (each SGD checked on a probe first,
+  `common.checked`: a wrong one is reported, not timed) (20 B/param in float32); each step is
   reported against the bound of our LARS step at that bandwidth (28 B/param in float32, 18 in
   bfloat16 with float32 momentum).
 """
@@ -142,7 +143,8 @@ def measurement(backend: Backend, kind: str, set_name: str, shapes: Shapes, dtyp
     del steps
     gc.collect()
     # The attainable bandwidth: the better of the triad and what the framework's fastest SGD reaches.
-    sgd = sgd_gbps(n, dtype, ms[backend.sgd]) if backend.sgd in ms else None
+    sgd_ms = [ms[name] for name in backend.sgd if name in ms]
+    sgd = sgd_gbps(n, dtype, min(sgd_ms)) if sgd_ms else None
     gbps = max(triad_gbps, sgd or 0.0)
     row = {"kind": kind, "set": set_name, "tensors": len(shapes), "parameters": n, "dtype": dtype,
            "budget": asdict(plan), "triad_gbps": triad_gbps, "sgd_gbps": sgd, "gbps": gbps,

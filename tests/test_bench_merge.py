@@ -1,7 +1,9 @@
 """`python -m bench.merge`: one report from the benchmark's parts (no framework needed)."""
 
+import dataclasses
 import json
 
+import numpy as np
 import pytest
 
 from bench import common, merge, run
@@ -160,3 +162,50 @@ def test_the_docs_plots_read_back_what_the_table_shows(folders):
 
     sweeps = {key(r): r["ms"] for r in read if r["kind"] != "set"}
     assert sweeps == {key(r): pytest.approx(r["ms"], rel=0.01) for r in report["rows"] if r["kind"] != "set"}
+
+
+def test_a_target_is_timed_against_the_fastest_of_its_anchors_that_ran(tmp_path):
+    """torch 2.13.0's fused SGD is refused in bfloat16 (its step is wrong there): the SGD target
+    falls to the fastest stand-in that ran; in float32 the fused one is the fastest."""
+    target = common.Target("lars paper", "torch SGD fused", 1.5,
+                           stand_ins=("torch SGD for-loop", "torch SGD foreach"))
+    part(tmp_path, "torch", [
+        measurement("set", {"torch SGD fused": 10.0, "torch SGD for-loop": 25.0, "torch SGD foreach": 30.0,
+                            "lars paper": 20.0}),
+        measurement("set", {"torch SGD for-loop": 16.0, "torch SGD foreach": 13.0, "lars paper": 39.0},
+                    dtype="bfloat16", not_measured={"torch SGD fused": "failed: WrongStep: not SGD's step"}),
+    ], [dataclasses.asdict(target)])
+    report = merge.combine(merge.load_parts([tmp_path]))
+    found = {t["dtype"]: (t["anchor"], t["ratio"]) for t in report["targets"]}
+    assert found == {"float32": ("torch SGD fused", 2.0), "bfloat16": ("torch SGD foreach", 3.0)}
+    assert "failed: WrongStep: not SGD's step" in merge.text(report)
+
+
+def numpy_sgd(*, moves_weights=True, momentum=0.9):
+    """An SGD on NumPy float32 arrays in Keras's velocity form (`v = m·v - lr·u`, `w += v`), as a
+    `common.Build`; `moves_weights=False` is torch 2.13.0's fused bfloat16 bug."""
+    def build(tensors, dtype):
+        ws = [w.copy() for _, w, _ in tensors]
+        vs = [np.zeros_like(w) for w in ws]
+
+        def step():
+            for w, v, (_, _, g) in zip(ws, vs, tensors, strict=True):
+                v *= np.float32(momentum)
+                v -= np.float32(0.1) * (g + np.float32(1e-4) * w)
+                if moves_weights:
+                    w += v
+        return step, lambda: ws
+    return build
+
+
+def test_an_anchor_is_checked_to_compute_sgds_step_before_it_is_timed():
+    probe = common.probe_tensors()
+    assert all(not (x.view(np.uint32) & 0xFFFF).any() for _, w, g in probe for x in (w, g))  # bfloat16
+    assert max(w.size for _, w, _ in probe) > 512 // 16  # longer than a 512-bit register of bfloat16
+    hp = {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4}
+    for dtype in ("float32", "bfloat16"):  # bfloat16: the float32 step, within bfloat16's roundings
+        common.checked(numpy_sgd(), **hp)(probe, dtype)()
+        with pytest.raises(common.WrongStep, match=f"in {dtype} here: .* weights wrong after 2 steps"):
+            common.checked(numpy_sgd(moves_weights=False), **hp)(probe, dtype)
+    with pytest.raises(common.WrongStep, match="1071 of 1071 weights wrong after 2 steps"):
+        common.checked(numpy_sgd(momentum=0.0), **hp)(probe, "float32")
