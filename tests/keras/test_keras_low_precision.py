@@ -1,6 +1,8 @@
 """float16 and bfloat16 variables: stepped in float32 with float32 buffers, as in torch and JAX,
 the new weights rounded once (on TF, on the bits, inside one XLA kernel per variable)."""
 
+import contextlib
+
 import keras
 import keras_reference as kr
 import ml_dtypes
@@ -12,19 +14,33 @@ from lars.backends.keras import LARS
 from lars.core import State, reference
 
 
+def strategies():
+    """No strategy; on TF also a one-device strategy, under which a variable's update is
+    `keras.ops` (not the XLA kernel that reads and assigns the variables)."""
+    if keras.backend.backend() != "tensorflow":
+        return [None]
+    import tensorflow as tf
+    return [None, tf.distribute.OneDeviceStrategy("/cpu:0")]
+
+
+@pytest.mark.parametrize("strategy", strategies(), ids=["default", "one_device"][:len(strategies())])
 @pytest.mark.parametrize("dtype", [ml_dtypes.bfloat16, np.float16], ids=["bfloat16", "float16"])
-def test_low_precision_variables_step_in_float32_with_float32_buffers(dtype):
+def test_low_precision_variables_step_in_float32_with_float32_buffers(dtype, strategy):
     """As in torch and JAX: each step is the float32 reference's step of the same values, rounded
     once to the variables' dtype; the momentum buffers and the trust ratios float32."""
     hp = lars.hyperparams("paper", lr=0.3, weight_decay=1e-2)
     params = {n: v.astype(dtype) for n, v in kr.initial(np.float32).items()}
-    optimizer, state = LARS(learning_rate=0.3, flavor="paper", weight_decay=1e-2), State()
-    variables = kr.keras_variables(params)
+    with contextlib.nullcontext() if strategy is None else strategy.scope():
+        optimizer, state = LARS(learning_rate=0.3, flavor="paper", weight_decay=1e-2), State()
+        variables = kr.keras_variables(params)
     for g in kr.gradient_stream(3, np.float32):
         g = {n: x.astype(dtype) for n, x in g.items()}
         wide = {n: x.astype(np.float32) for n, x in g.items()}
         expected = reference.step({n: x.astype(np.float32) for n, x in params.items()}, wide, state, hp)
-        kr.apply(optimizer, variables, g)
+        if strategy is None:
+            kr.apply(optimizer, variables, g)
+        else:
+            strategy.run(kr.apply, (optimizer, variables, g))
         state = expected.state
         assert all(keras.backend.standardize_dtype(m.dtype) == "float32" for m in optimizer.momentums)
         assert kr.max_error(optimizer.export_state().momentum_buffers, state.momentum_buffers) <= 1e-5

@@ -198,9 +198,11 @@ class LARS(_compat.Hooks, keras.optimizers.Optimizer):
         batches, first, order = [], ops.equal(self.iterations, 0), list[int]()
         for ps in groups.values():
             dtype = compute_dtype(variables[ps[0]])
+            # a float16/bfloat16 gradient is widened where it is used: a float32 copy is one more pass
+            low = keras.backend.standardize_dtype(variables[ps[0]].dtype) in LOW_PRECISION
             rule = Rule(self.hyperparameters, [self._plans[indices[p]] for p in ps])
             batches.append(Batch(rule, KerasOps(dtype), [variables[p] for p in ps],
-                                 [ops.cast(grads[p], dtype) for p in ps],
+                                 [grads[p] if low else ops.cast(grads[p], dtype) for p in ps],
                                  [self.momentums[indices[p]] if rule.has_buffer else None for p in ps],
                                  learning_rate, self.last_lr, first, ps,  # each one's place in the step
                                  record=self.recording))
@@ -224,6 +226,7 @@ class LARS(_compat.Hooks, keras.optimizers.Optimizer):
         """`lars.core.step.Backend`: TF's kernels for a buffer with a numeric momentum when both
         phases are one, else `keras.ops` (`a` None: no buffer update; `d, e, f` 0: no weight update)."""
         low = keras.backend.standardize_dtype(b.weights[0].dtype) in LOW_PRECISION  # stepped in float32
+        dtype = compute_dtype(b.weights[0])
         fused = _compat.TENSORFLOW and not low and buffers and weights and b.rule.has_buffer and \
             b.rule.constant_momentum
         a, bk, bl = c.buffer_terms() if c.momentum is not None and buffers else (None, 0.0, 0.0)
@@ -234,10 +237,13 @@ class LARS(_compat.Hooks, keras.optimizers.Optimizer):
             velocity = b.buffers[j]
             if fused:
                 return _tf_kernel(variable, velocity.value, g, a, bk, bl, f, s, c.lookahead)
-            args = (variable, g, velocity, a, bk, bl, d, e, f)
-            if low and _compat.TENSORFLOW:  # tensors, not Variables (the buffer, the variable, an lr)
-                args = tuple(x if x is None or is_static(x) else tf.convert_to_tensor(x) for x in args)
-            n, w = (_tf_rounded if low and _compat.TENSORFLOW else _affine)(*args)
+            if low and _compat.TENSORFLOW and not tf.distribute.has_strategy():
+                coefficients = (x if x is None or is_static(x) else tf.convert_to_tensor(x)  # no retracing
+                                for x in (a, bk, bl, d, e, f))
+                _tf_low_precision(variable if isinstance(variable, tf.Variable) else variable.value,
+                                  None if velocity is None else velocity.value, g, *coefficients)
+                return
+            n, w = _affine(variable, g, velocity, a, bk, bl, d, e, f, dtype)
             if a is not None:
                 self.assign(velocity, n)
             if w is not None:  # rounded once to a float16/bfloat16 variable's dtype
@@ -337,21 +343,29 @@ def _combine(*terms: tuple[Any, Any]) -> Any:
     return sum(parts[1:], parts[0]) if parts else None
 
 
-def _affine(w: Any, g: Any, n: Any, a: Any, bk: Any, bl: Any, d: Any, e: Any, f: Any) -> tuple[Any, Any]:
-    """`(n', w')` in `g`'s dtype (`w` widened to it): `n' = a·n - (b·κ)·ĝ - (b·λ)·w` (`n` where `a`
-    is None), `w' = w - (-d·n' + e·ĝ + f·w)` (None without a step)."""
-    w = ops.cast(w, g.dtype)
+def _affine(w: Any, g: Any, n: Any, a: Any, bk: Any, bl: Any, d: Any, e: Any, f: Any,
+            dtype: Any) -> tuple[Any, Any]:
+    """`(n', w')` in `dtype` (`w` and `g` widened to it): `n' = a·n - (b·κ)·ĝ - (b·λ)·w` (`n` where
+    `a` is None), `w' = w - (-d·n' + e·ĝ + f·w)` (None without a step)."""
+    w, g = ops.cast(w, dtype), ops.cast(g, dtype)
     if a is not None:
         n = _combine((a, n), (-bk, g), (-bl, w))
     step = _combine(*([] if n is None else [(-d, n)]), (e, g), (f, w))
     return n, None if step is None else w - step
 
 
-def _rounded(w: Any, *args: Any) -> tuple[Any, Any]:
-    """`_affine` of a float16/bfloat16 variable on TF, `w'` rounded to bfloat16 on its bits
-    (XLA:CPU's own conversion is slow, `docs/benchmarks.md`)."""
-    n, moved = _affine(w, *args)
-    return n, moved if moved is None or w.dtype != tf.bfloat16 else to_bfloat16(moved)
+def _low_precision(variable: Any, velocity: Any, g: Any, a: Any, bk: Any, bl: Any, d: Any, e: Any,
+                   f: Any) -> None:
+    """`_affine` of a float16/bfloat16 TF variable and its float32 buffer, read and assigned in one
+    XLA kernel (no copies of its outputs, the gradient widened in it), `w'` rounded to bfloat16 on
+    its bits (XLA:CPU's own conversion is slow, `docs/benchmarks.md`)."""
+    n, moved = _affine(variable.read_value(), g, None if velocity is None else velocity.read_value(),
+                       a, bk, bl, d, e, f, tf.float32)
+    if a is not None:
+        velocity.assign(n)
+    if moved is not None:
+        bfloat16 = variable.dtype == tf.bfloat16
+        variable.assign(to_bfloat16(moved) if bfloat16 else tf.cast(moved, variable.dtype))
 
 
 def to_bfloat16(x: Any) -> Any:
@@ -364,7 +378,7 @@ def to_bfloat16(x: Any) -> Any:
 
 
 if _compat.TENSORFLOW:  # one XLA loop per variable: TF runs each op as a pass of its own
-    _tf_rounded = tf.function(_rounded, jit_compile=True, reduce_retracing=True)
+    _tf_low_precision = tf.function(_low_precision, jit_compile=True, reduce_retracing=True)
 
 
 def _sum_of_squares(b: Batch, r: Request, i: int) -> Any:
