@@ -46,10 +46,6 @@ class Target:
     limit: float
     stand_ins: tuple[str, ...] = ()
 
-    @property
-    def anchors(self) -> tuple[str, ...]:
-        return (self.anchor, *self.stand_ins)
-
 
 @dataclass(frozen=True)
 class Backend:
